@@ -1,0 +1,1 @@
+"""Image embeddings, similarity metrics, image generation and the evaluation report."""

@@ -1,0 +1,1 @@
+"""The SageMaker Pipeline definition, configuration, command line and local runner of storyboard."""

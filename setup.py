@@ -1,0 +1,49 @@
+"""Distribution for storyboard: the SageMaker Pipeline that fine-tunes Amazon Nova Canvas on a film's characters."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="storyboard",
+    version="0.1.0",
+    description=(
+        "SageMaker Pipeline from an animated film to an approved, fine-tuned Amazon Nova Canvas model "
+        "that draws the film's characters consistently"
+    ),
+    python_requires=">=3.10",
+    packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "evaluation", "evaluation.*",
+                                    "containers", "containers.*"]),
+    package_data={
+        "steps": ["templates/*.html", "templates/*.liquid"],
+        "evaluation": ["templates/*.html", "schemas/*.json"],
+        "pipeline": ["*.yaml"],
+    },
+    install_requires=[
+        "av>=12,<19",
+        "opencv-python-headless>=4.8,<6",
+        "numpy>=1.26,<3",
+        "scikit-learn>=1.4,<2",
+        "scipy>=1.11,<2",
+        "pillow>=10,<13",
+        "pydantic>=2.6,<3",
+        "pyyaml>=6,<7",
+        "tqdm>=4.66,<5",
+        "jinja2>=3.1,<4",
+        "boto3>=1.34,<2",
+        "matplotlib>=3.8,<4",
+        "jsonschema>=4.20,<5",
+        "sagemaker>=3.5,<4",
+    ],
+    extras_require={
+        "onnx": ["onnxruntime>=1.17,<2"],
+        "dev": [
+            "pytest>=8,<10",
+            "ruff>=0.5",
+            "moto[server]>=5,<6",
+            "imageio-ffmpeg>=0.5,<1",
+            "scikit-video>=1.1.11",
+            "onnx>=1.15,<2",
+            "onnxruntime>=1.17,<2",
+        ],
+    },
+    entry_points={"console_scripts": ["storyboard=pipeline.cli:main"]},
+)

@@ -1,0 +1,30 @@
+"""boto3 clients with the project's retry and timeout policy.
+
+Every AWS backend gets its client here, so that all of them use botocore's ``adaptive`` retry mode
+(client-side rate limiting plus exponential backoff on throttling; botocore "Retries" guide) and a
+read timeout long enough for Nova Canvas (at least 300 s, DESIGN §5).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+
+def client_config(read_timeout_s: int = 300, max_attempts: int = 8, max_pool_connections: int = 16) -> Config:
+    """botocore ``Config`` with adaptive retries, ``read_timeout_s`` and a connection pool for threads."""
+    return Config(
+        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        read_timeout=read_timeout_s,
+        connect_timeout=10,
+        max_pool_connections=max_pool_connections,
+    )
+
+
+def make_client(service: str, region: str | None = None, profile: str | None = None,
+                read_timeout_s: int = 300, max_attempts: int = 8, **kwargs: Any) -> Any:
+    """A boto3 client for ``service`` (for example ``"bedrock-runtime"``) with :func:`client_config`."""
+    session = boto3.Session(profile_name=profile, region_name=region)
+    return session.client(service, config=client_config(read_timeout_s, max_attempts), **kwargs)
