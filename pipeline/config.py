@@ -55,7 +55,7 @@ class ReferenceFrame(StrictModel):
     bbox: tuple[int, int, int, int] = Field(..., description="[x, y, w, h] in source pixels.")
 
     @model_validator(mode="after")
-    def _one_frame_selector(self) -> "ReferenceFrame":
+    def _one_frame_selector(self) -> ReferenceFrame:
         if (self.timestamp_s is None) == (self.frame_index is None):
             raise ValueError("give exactly one of timestamp_s and frame_index")
         x, y, w, h = self.bbox
@@ -144,7 +144,7 @@ class CropConfig(StrictModel):
     jpeg_quality: int = Field(95, ge=50, le=100)
 
     @model_validator(mode="after")
-    def _luma_order(self) -> "CropConfig":
+    def _luma_order(self) -> CropConfig:
         if self.min_mean_luma >= self.max_mean_luma:
             raise ValueError(f"min_mean_luma ({self.min_mean_luma}) must be below max_mean_luma "
                              f"({self.max_mean_luma})")
@@ -163,7 +163,7 @@ class EmbeddingConfig(StrictModel):
     concurrency: int = Field(4, ge=1, le=64, description="Parallel embedding requests (titan).")
 
     @model_validator(mode="after")
-    def _onnx_needs_path(self) -> "EmbeddingConfig":
+    def _onnx_needs_path(self) -> EmbeddingConfig:
         if self.backend == "onnx" and not self.onnx_model_path:
             raise ValueError("backend 'onnx' needs onnx_model_path (a .onnx image encoder)")
         return self
@@ -197,7 +197,7 @@ class CaptionConfig(StrictModel):
     max_tokens: int = Field(300, ge=32, le=5000)
 
     @model_validator(mode="after")
-    def _length_order(self) -> "CaptionConfig":
+    def _length_order(self) -> CaptionConfig:
         if self.min_chars > self.max_chars:
             raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
         return self

@@ -111,6 +111,6 @@ class CropRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, row: dict[str, Any]) -> "CropRecord":
+    def from_json(cls, row: dict[str, Any]) -> CropRecord:
         """Rebuild a record from a ``crops.jsonl`` line (unknown keys are an error)."""
         return cls(**row)
