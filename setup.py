@@ -23,6 +23,7 @@ setup(
         "numpy>=1.26,<3",
         "scikit-learn>=1.4,<2",
         "scipy>=1.11,<2",
+        "scikit-image>=0.22,<1",
         "pillow>=10,<13",
         "pydantic>=2.6,<3",
         "pyyaml>=6,<7",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+from skimage.feature import hog
 
 if TYPE_CHECKING:
     from pipeline.config import AwsConfig, EmbeddingConfig
@@ -81,8 +82,10 @@ class ColorTextureDescriptor:
       HSV, on a 1x1 and a 2x2 grid (a spatial pyramid, Lazebnik et al. 2006), square-rooted
       (Hellinger kernel, Arandjelovic & Zisserman 2012). Pixels of low saturation fall in the
       saturation bin 0 of each hue, so grey and white characters still have a colour signature;
-    - shape: histograms of oriented gradients (Dalal & Triggs 2005) through ``cv2.HOGDescriptor``
-      (64x64 window, 16x16 cells, 32x32 blocks, 9 orientations).
+    - shape: histograms of oriented gradients (Dalal & Triggs 2005) through ``skimage.feature.hog``
+      on a ``hog_size`` square grey image (``hog_cell`` pixel cells, 2x2-cell blocks, 9 orientations,
+      L2-Hys; defaults 64 and 16); OpenCV 5
+      wheels no longer ship ``cv2.HOGDescriptor``.
 
     Each group is L2-normalised, weighted (``color_weight`` for colour, ``1 - color_weight`` for HOG,
     in squared norm), concatenated and L2-normalised again. All features are non-negative, so cosine
@@ -92,7 +95,7 @@ class ColorTextureDescriptor:
     name = "local-colour-hog-v1"
 
     def __init__(self, size: int = 128, hue_bins: int = 18, sat_bins: int = 4, val_bins: int = 8,
-                 color_weight: float = 0.6) -> None:
+                 color_weight: float = 0.6, hog_size: int = 64, hog_cell: int = 16) -> None:
         if not 0.0 <= color_weight <= 1.0:
             raise ValueError(f"color_weight must be in [0, 1], got {color_weight}")
         self.size = size
@@ -100,9 +103,14 @@ class ColorTextureDescriptor:
         self.sat_bins = sat_bins
         self.val_bins = val_bins
         self.color_weight = color_weight
-        self._hog = cv2.HOGDescriptor((64, 64), (32, 32), (16, 16), (16, 16), 9)
+        self.hog_size = hog_size
+        self.hog_cell = hog_cell
+        cells = hog_size // hog_cell
+        if cells < 2:
+            raise ValueError(f"hog_size ({hog_size}) must hold at least 2 cells of hog_cell ({hog_cell}) pixels")
         self._color_dim = 5 * (hue_bins * sat_bins + val_bins)
-        self.dimension = self._color_dim + int(self._hog.getDescriptorSize())
+        self._hog_dim = (cells - 1) ** 2 * 4 * 9  # 2x2-cell blocks, 9 orientations
+        self.dimension = self._color_dim + self._hog_dim
 
     def _color(self, hsv: np.ndarray) -> np.ndarray:
         h, w = hsv.shape[:2]
@@ -123,12 +131,14 @@ class ColorTextureDescriptor:
         resized = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
         hsv = cv2.cvtColor(resized, cv2.COLOR_RGB2HSV)
         color = self._color(hsv)
-        gray = cv2.cvtColor(cv2.resize(resized, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
-        hog = self._hog.compute(gray).ravel()
+        gray = cv2.cvtColor(cv2.resize(resized, (self.hog_size, self.hog_size), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_RGB2GRAY)
+        hog_vec = hog(gray, orientations=9, pixels_per_cell=(self.hog_cell, self.hog_cell), cells_per_block=(2, 2),
+                      block_norm="L2-Hys", feature_vector=True).astype(np.float32)
         color = color / max(float(np.linalg.norm(color)), 1e-12)
-        hog = np.sqrt(np.maximum(hog, 0.0))
-        hog = hog / max(float(np.linalg.norm(hog)), 1e-12)
-        vec = np.concatenate([np.sqrt(self.color_weight) * color, np.sqrt(1.0 - self.color_weight) * hog])
+        hog_vec = np.sqrt(np.maximum(hog_vec, 0.0))
+        hog_vec = hog_vec / max(float(np.linalg.norm(hog_vec)), 1e-12)
+        vec = np.concatenate([np.sqrt(self.color_weight) * color, np.sqrt(1.0 - self.color_weight) * hog_vec])
         return (vec / max(float(np.linalg.norm(vec)), 1e-12)).astype(np.float32)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:

@@ -91,9 +91,9 @@ class SamplingConfig(StrictModel):
         "interval", description="interval: one frame every `every_s`; keyframes: I-frames only; "
                                 "shots: one frame per shot plus interval frames inside long shots.")
     every_s: float = Field(1.0, gt=0.0, le=3600.0, description="Seconds between sampled frames.")
-    shot_threshold: float = Field(0.5, gt=0.0, le=2.0,
-                                  description="Histogram (Hellinger) distance between consecutive decoded "
-                                              "frames that marks a cut, for mode=shots.")
+    shot_threshold: float = Field(0.25, gt=0.0, le=1.0,
+                                  description="Hellinger distance of colour histograms of consecutive decoded "
+                                              "frames that marks a cut (0..1).")
     max_frames: int | None = Field(None, ge=1, description="Stop after this many sampled frames.")
     remove_letterbox: bool = Field(True, description="Detect and remove black bars.")
     letterbox_max_luma: int = Field(24, ge=0, le=128, description="Rows/columns darker than this are bars.")
@@ -101,20 +101,46 @@ class SamplingConfig(StrictModel):
 
 
 class DetectionConfig(StrictModel):
-    """Character detection: find each character's bounding box in a sampled frame."""
+    """Character detection: find each character's bounding box in a sampled frame.
+
+    The local backend (:mod:`steps.local_detector`) slides windows over each frame and scores them with
+    a per-character classifier trained at run time; see its module docstring for the method.
+    """
 
     backend: Literal["local", "rekognition"] = "local"
-    min_score: Probability = Field(0.5, description="Detections below this score are dropped.")
+    min_score: Probability = Field(0.65, description="Detections whose (temporally smoothed) score is "
+                                                              "below this are dropped.")
     window_scales: list[Annotated[float, Field(gt=0.05, le=1.0)]] = Field(
-        default_factory=lambda: [0.3, 0.45, 0.65, 0.9],
-        description="Sliding-window heights as a fraction of the frame's shorter side (local backend).")
+        default_factory=lambda: [0.3, 0.45, 0.65, 0.9, 1.0], min_length=1,
+        description="Sliding-window heights as a fraction of the content's shorter side (local backend).")
+    window_aspects: list[Annotated[float, Field(ge=0.25, le=4.0)]] = Field(
+        default_factory=lambda: [1.0, 0.75, 0.5, 1.5], min_length=1,
+        description="Sliding-window width / height ratios (local backend).")
     window_stride: float = Field(0.25, gt=0.05, le=1.0, description="Stride as a fraction of the window.")
     nms_iou: Probability = Field(0.3, description="IoU above which overlapping boxes are suppressed.")
+    temporal_window: int = Field(3, ge=1, le=15, description="Sampled frames of one shot whose median score "
+                                                             "rescores a detection (odd; 1 disables).")
     max_per_frame: int = Field(1, ge=1, le=20, description="Most detections per character per frame.")
-    negatives_per_frame: int = Field(24, ge=0, le=1000,
-                                     description="Background windows mined from each frame (local backend).")
+    mining_frames: int = Field(150, ge=5, le=5000,
+                               description="Frames spread over the videos from which background windows are "
+                                           "mined as negatives (local backend).")
+    negatives_per_frame: int = Field(100, ge=5, le=2000,
+                                     description="Background windows mined from each mining frame (local backend).")
+    augmentations_per_reference: int = Field(40, ge=2, le=500,
+                                             description="Augmented copies of each reference (local backend).")
+    copy_paste: int = Field(120, ge=0, le=5000,
+                            description="Positives made by pasting each character's foreground onto background "
+                                        "windows of the video (local backend; 0 disables).")
+    seed: int = Field(0, ge=0, description="Random seed of augmentation and mining (local backend).")
     rekognition_min_confidence: float = Field(50.0, ge=0.0, le=100.0,
                                               description="DetectLabels MinConfidence (percent).")
+
+    @field_validator("temporal_window")
+    @classmethod
+    def _odd_window(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError(f"temporal_window must be odd (1, 3, 5, ...), got {value}")
+        return value
     rekognition_labels: list[str] = Field(
         default_factory=lambda: ["Person", "Animal", "Mammal", "Cartoon", "Toy", "Face", "Rabbit", "Bird"],
         description="DetectLabels names whose instance boxes are candidate characters.")

@@ -24,9 +24,10 @@ class CharacterDetector(Protocol):
 
     name: str
 
-    def detect(self, frame: SampledFrame) -> list[Detection]:
-        """Detections in ``frame``: at most ``max_per_frame`` per character, scores in [0, 1],
-        boxes inside ``frame.content_box``; an empty list where no character is found."""
+    def detect(self, frame: SampledFrame, min_score: float | None = None) -> list[Detection]:
+        """Detections in ``frame`` scoring at least ``min_score`` (default: the configured
+        ``detection.min_score``): at most ``max_per_frame`` per character, scores in [0, 1], boxes inside
+        ``frame.content_box``; an empty list where no character is found."""
         ...
 
 

@@ -25,6 +25,7 @@ class SampledFrame:
         image: ``(H, W, 3)`` uint8 RGB pixels of the whole source frame.
         content_box: ``(x, y, w, h)`` of the picture inside letterbox bars (the whole frame if none).
         keyframe: whether the frame is a keyframe (I-frame).
+        shot: 0-based shot number within the video (a cut starts a new shot).
     """
 
     video: str
@@ -33,6 +34,7 @@ class SampledFrame:
     image: np.ndarray = field(repr=False, compare=False)
     content_box: BBox
     keyframe: bool = False
+    shot: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def frame_log_row(frame: SampledFrame, detections: list[Detection]) -> dict[str,
         "frame_index": frame.frame_index,
         "timestamp_s": round(frame.timestamp_s, 4),
         "keyframe": frame.keyframe,
+        "shot": frame.shot,
         "content_box": [int(v) for v in frame.content_box],
         "detections": [d.to_json() for d in detections],
     }

@@ -1,0 +1,297 @@
+"""ExtractFrames (pipeline step 1): sample frames, find each character, crop, de-duplicate.
+
+``run_extract`` is plain Python: the ``storyboard prepare`` command and the ExtractFrames processing
+container both call it. It writes, into ``out_dir``:
+
+- ``frames.jsonl``: every sampled frame, kept or not, with its detections (DESIGN §4);
+- ``crops/<crop_id>.jpg``: crops that passed the size and quality filters (duplicates included, marked
+  in the metadata), ``crops/dropped/<crop_id>.jpg`` for the others at source resolution;
+- ``crops.jsonl``: one :class:`~steps.records.CropRecord` per crop, kept or dropped, with the reason;
+- ``embeddings.npz``: ``crop_ids`` and ``embeddings`` of the crops that passed the filters, so the
+  CaptionImages step can de-duplicate across shards without recomputing them;
+- ``extract_summary.json``: counts per stage and character, and the thresholds used.
+
+Every input is checked before decoding starts; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.embeddings import ImageEmbedder, make_embedder
+from pipeline.config import SamplingConfig, StoryboardConfig
+from steps.crops import make_crop
+from steps.dedup import deduplicate
+from steps.detection import CharacterDetector
+from steps.errors import InputError, NoCharacterFoundError
+from steps.image_payload import encode_image
+from steps.io import atomic_open, write_bytes, write_json, write_jsonl
+from steps.records import CropRecord, Detection, SampledFrame, frame_log_row
+from steps.references import ReferenceImage, load_references
+from steps.temporal import Scored, smooth_in_shots
+from steps.video import VideoInfo, probe_video, sample_frames
+
+log = logging.getLogger(__name__)
+
+EXTRACT_OUTPUTS = ("frames.jsonl", "crops.jsonl", "embeddings.npz", "extract_summary.json", "crops")
+CANDIDATE_FLOOR = 0.5
+"""Candidates for temporal rescoring are kept from this fraction of ``detection.min_score`` up."""
+
+
+@dataclass
+class ExtractSummary:
+    """What ExtractFrames did: counts per stage and character, thresholds, timings."""
+
+    videos: list[dict[str, Any]] = field(default_factory=list)
+    characters: list[str] = field(default_factory=list)
+    detector: str = ""
+    embedder: str = ""
+    frames_sampled: int = 0
+    frames_with_character: dict[str, int] = field(default_factory=dict)
+    crops_detected: dict[str, int] = field(default_factory=dict)
+    crops_dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    crops_kept: dict[str, int] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``extract_summary.json`` document."""
+        return dict(self.__dict__)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool, owned: Sequence[str]) -> None:
+    """Create ``out_dir``; refuse a non-empty one unless ``overwrite``, which removes only ``owned`` outputs.
+
+    Raises:
+        InputError: ``out_dir`` exists, is not empty and ``overwrite`` is false, or it is a file.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; pass a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise InputError(f"--out {out_dir} is not empty; pass --overwrite to replace its outputs "
+                             f"or choose an empty folder")
+        for name in owned:
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _mining_frames(infos: Sequence[VideoInfo], config: StoryboardConfig) -> Iterator[SampledFrame]:
+    """Frames spread evenly over all videos, at most ``detection.mining_frames`` in all."""
+    budget = max(1, config.detection.mining_frames // max(1, len(infos)))
+    for info in infos:
+        every = max(config.sampling.every_s, (info.duration_s or budget) / budget)
+        mining = config.sampling.model_copy(update={"mode": "interval", "every_s": every, "max_frames": budget})
+        yield from sample_frames(info.path, mining, progress=False, info=info)
+
+
+def build_detector(config: StoryboardConfig, references: dict[str, list[ReferenceImage]],
+                   infos: Sequence[VideoInfo], embedder: ImageEmbedder) -> CharacterDetector:
+    """The configured detector, trained where it needs training (the local backend)."""
+    ref_images = {name: [r.image for r in refs] for name, refs in references.items()}
+    if config.detection.backend == "rekognition":
+        from steps.rekognition import RekognitionDetector
+
+        return RekognitionDetector(ref_images, embedder, config.detection, aws=config.aws)
+    from steps.local_detector import LocalDetector
+
+    detector = LocalDetector(ref_images, config.detection)
+    started = time.monotonic()
+    detector.fit(_mining_frames(infos, config))
+    log.info("local detector trained in %.1f s", time.monotonic() - started)
+    return detector
+
+
+def _crop_id(character: str, video: str, frame_index: int, n: int) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(video).stem)[:40]
+    return f"{character}_{stem}_f{frame_index:06d}_{n}"
+
+
+def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None, out_dir: str | Path,
+                config: StoryboardConfig, overwrite: bool = False, progress: bool = True,
+                detector: CharacterDetector | None = None, embedder: ImageEmbedder | None = None) -> ExtractSummary:
+    """Run ExtractFrames on ``videos`` with the characters of ``characters_dir`` / ``config``.
+
+    Args:
+        videos: one or more video files.
+        characters_dir: folder of ``<character>/`` reference folders (see :mod:`steps.references`).
+        out_dir: output folder (created; must be empty unless ``overwrite``).
+        config: validated configuration.
+        overwrite: replace this step's outputs in a non-empty ``out_dir``.
+        progress: show progress bars.
+        detector, embedder: injected backends (tests); by default built from ``config``.
+
+    Returns:
+        The summary also written to ``extract_summary.json``.
+
+    Raises:
+        InputError: a bad video, reference folder or output folder (before decoding starts).
+        NoCharacterFoundError: no character was detected in any sampled frame (``frames.jsonl`` and the
+            summary are still written, for diagnosis).
+    """
+    started = time.monotonic()
+    if not videos:
+        raise InputError("no input video: pass --video PATH (repeat it for several videos)")
+    out = Path(out_dir)
+    infos = [probe_video(v) for v in videos]
+    references = load_references(config, characters_dir, [i.path for i in infos])
+    prepare_out_dir(out, overwrite, EXTRACT_OUTPUTS)
+    embedder = embedder or make_embedder(config.embeddings, config.aws)
+    detector = detector or build_detector(config, references, infos, embedder)
+    names = list(references)
+    det_cfg, crop_cfg = config.detection, config.crops
+    summary = ExtractSummary(characters=names, detector=detector.name, embedder=embedder.name)
+    summary.thresholds = {
+        "detection.min_score": det_cfg.min_score,
+        "detection.temporal_window": det_cfg.temporal_window,
+        "crops.min_side_px": crop_cfg.min_side_px,
+        "crops.max_upscale": crop_cfg.max_upscale,
+        "crops.min_blur_variance": crop_cfg.min_blur_variance,
+        "crops.min_mean_luma": crop_cfg.min_mean_luma,
+        "crops.max_mean_luma": crop_cfg.max_mean_luma,
+        "dedup.threshold": config.dedup.threshold,
+    }
+    records: list[CropRecord] = []
+    kept_images: dict[str, np.ndarray] = {}
+    frames_with: Counter[str] = Counter()
+    ext = "png" if crop_cfg.image_format == "png" else "jpg"
+    (out / "crops" / "dropped").mkdir(parents=True, exist_ok=True)
+
+    with atomic_open(out / "frames.jsonl", "w") as frames_log:
+        for info in infos:
+            sampled = 0
+
+            def scored(info: VideoInfo = info) -> Iterator[Scored]:
+                nonlocal sampled
+                for frame in sample_frames(info.path, config.sampling, progress=progress, info=info):
+                    sampled += 1
+                    cands = detector.detect(frame, min_score=det_cfg.min_score * CANDIDATE_FLOOR)
+                    yield Scored(frame, cands, frame.shot)
+
+            for frame, kept, raw in smooth_in_shots(scored(), det_cfg.min_score, det_cfg.temporal_window):
+                row = frame_log_row(frame, kept)
+                row["raw_scores"] = {k: round(v, 4) for k, v in sorted(raw.items())}
+                frames_log.write(_dumps(row))
+                for name in {d.character for d in kept}:
+                    frames_with[name] += 1
+                records.extend(_crop_detections(frame, kept, config, out, ext, kept_images))
+            summary.videos.append({"path": info.path, "width": info.width, "height": info.height,
+                                   "fps": round(info.fps, 3), "duration_s": round(info.duration_s, 3),
+                                   "frames_sampled": sampled})
+            summary.frames_sampled += sampled
+
+    summary.frames_with_character = {n: frames_with.get(n, 0) for n in names}
+    if not records:
+        summary.elapsed_s = round(time.monotonic() - started, 2)
+        write_json(out / "extract_summary.json", summary.to_json())
+        write_jsonl(out / "crops.jsonl", [])
+        raise NoCharacterFoundError(
+            f"no character ({', '.join(names)}) was found in {summary.frames_sampled} sampled frames of "
+            f"{len(infos)} video(s) with detection.backend={det_cfg.backend}, detection.min_score={det_cfg.min_score} "
+            f"(temporally smoothed over {det_cfg.temporal_window} frames). Check that the references show the "
+            f"characters of this film, sample more densely (--every), or lower detection.min_score; "
+            f"frames.jsonl in {out} lists each frame's best raw score per character.")
+
+    # De-duplicate each character's crops by embedding similarity, keeping the sharpest.
+    candidates = [r for r in records if r.dropped_reason is None]
+    ids = [r.crop_id for r in candidates]
+    emb = embedder.embed_images([kept_images[i] for i in ids]) if ids else np.zeros((0, embedder.dimension))
+    result = deduplicate(emb, [r.sharpness for r in candidates], [r.character for r in candidates],
+                         config.dedup.threshold, config.dedup.block_size)
+    for i, rec in enumerate(candidates):
+        if result.keep[i]:
+            rec.dedup_group = rec.crop_id
+        else:
+            first = candidates[int(result.duplicate_of[i])]
+            rec.dropped_reason = "duplicate"
+            rec.duplicate_of = first.crop_id
+            rec.dedup_group = first.crop_id
+            rec.similarity = round(float(result.similarity[i]), 4)
+            rec.detail = (f"cosine similarity {rec.similarity:.3f} >= dedup.threshold {config.dedup.threshold:g} "
+                          f"with the sharper {first.crop_id}")
+    _write_npz(out / "embeddings.npz", ids, emb)
+    write_jsonl(out / "crops.jsonl", (r.to_json() for r in records))
+
+    for name in names:
+        mine = [r for r in records if r.character == name]
+        summary.crops_detected[name] = len(mine)
+        summary.crops_dropped[name] = dict(sorted(Counter(r.dropped_reason for r in mine if r.dropped_reason).items()))
+        summary.crops_kept[name] = sum(1 for r in mine if r.kept)
+    summary.elapsed_s = round(time.monotonic() - started, 2)
+    write_json(out / "extract_summary.json", summary.to_json())
+    log.info("ExtractFrames: %d frames, crops kept per character: %s (%.1f s)", summary.frames_sampled,
+             summary.crops_kept, summary.elapsed_s)
+    return summary
+
+
+def _crop_detections(frame: SampledFrame, detections: list[Detection], config: StoryboardConfig, out: Path,
+                     ext: str, kept_images: dict[str, np.ndarray]) -> list[CropRecord]:
+    crop_cfg = config.crops
+    records = []
+    for n, det in enumerate(detections):
+        crop_id = _crop_id(det.character, frame.video, frame.frame_index, n)
+        result = make_crop(frame.image, det.bbox, frame.content_box, crop_cfg)
+        rec = CropRecord(crop_id=crop_id, video=frame.video, frame_index=frame.frame_index,
+                         timestamp_s=round(frame.timestamp_s, 4), character=det.character,
+                         bbox=[int(v) for v in det.bbox], crop_box=[int(v) for v in result.box],
+                         score=round(float(det.score), 4), sharpness=round(result.sharpness, 2),
+                         mean_luma=round(result.mean_luma, 2), dropped_reason=result.dropped_reason,
+                         detail=result.detail)
+        if result.image is None:
+            x, y, w, h = result.box
+            data = encode_image(np.ascontiguousarray(frame.image[y:y + h, x:x + w]), max_bytes=10_000_000,
+                                jpeg_quality=85).data
+            rec.path = f"crops/dropped/{crop_id}.jpg"
+            write_bytes(out / rec.path, data)
+        else:
+            encoded = encode_image(result.image, max_bytes=50 * 1024 * 1024,
+                                   image_format="png" if ext == "png" else "jpeg",
+                                   jpeg_quality=crop_cfg.jpeg_quality)
+            rec.path = f"crops/{crop_id}.{ext}"
+            write_bytes(out / rec.path, encoded.data)
+            rec.width, rec.height = int(result.image.shape[1]), int(result.image.shape[0])
+            rec.scale = round(result.scale, 4)
+            rec.upscaled = result.scale > 1.0 + 1e-9
+            kept_images[crop_id] = result.image
+        records.append(rec)
+    return records
+
+
+def _dumps(row: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _write_npz(path: Path, ids: list[str], emb: np.ndarray) -> None:
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, crop_ids=np.asarray(ids, dtype=str), embeddings=np.asarray(emb, dtype=np.float32))
+
+
+def load_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
+    """Read ``embeddings.npz``: crop ids and the ``(N, D)`` float32 embeddings."""
+    with np.load(path) as data:
+        return [str(i) for i in data["crop_ids"]], np.asarray(data["embeddings"], dtype=np.float32)
+
+
+def sampling_for(config: StoryboardConfig, mode: str | None = None, every_s: float | None = None) -> SamplingConfig:
+    """``config.sampling`` with the command line's ``--sampling`` and ``--every`` applied."""
+    update: dict[str, Any] = {}
+    if mode:
+        update["mode"] = mode
+    if every_s:
+        update["every_s"] = every_s
+    return SamplingConfig.model_validate({**config.sampling.model_dump(), **update})

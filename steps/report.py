@@ -1,0 +1,90 @@
+"""``report.html`` of the data preparation: funnel, score timeline, contact sheets, drops, duplicate groups.
+
+The page sits next to ``crops/`` and refers to the images by relative path, so the whole output folder
+can be opened from disk or synced to S3 as it is. The score timeline is a matplotlib figure embedded as
+PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from steps.io import write_text
+from steps.records import CropRecord
+
+DROP_REASONS = ("too_small", "blurred", "too_dark", "too_bright", "duplicate")
+
+
+def _timeline_png(frames_jsonl: Path, min_score: float | None) -> str | None:
+    if not frames_jsonl.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in frames_jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not rows:
+        return None
+    videos = sorted({r["video"] for r in rows})
+    fig, axes = plt.subplots(len(videos), 1, figsize=(10, 2.4 * len(videos)), squeeze=False)
+    for ax, video in zip(axes[:, 0], videos):
+        mine = [r for r in rows if r["video"] == video]
+        names = sorted({n for r in mine for n in r.get("raw_scores", {})})
+        for i, name in enumerate(names):
+            t = [r["timestamp_s"] for r in mine]
+            raw = [r.get("raw_scores", {}).get(name, 0.0) for r in mine]
+            color = f"C{i}"
+            ax.plot(t, raw, color=color, alpha=0.45, lw=1, label=f"{name} raw")
+            kept_t = [r["timestamp_s"] for r in mine if any(d["character"] == name for d in r["detections"])]
+            kept_s = [max(d["score"] for d in r["detections"] if d["character"] == name)
+                      for r in mine if any(d["character"] == name for d in r["detections"])]
+            ax.scatter(kept_t, kept_s, color=color, s=14, zorder=3, label=f"{name} kept")
+        if min_score is not None:
+            ax.axhline(min_score, color="#555", ls="--", lw=0.8)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("score")
+        ax.set_title(Path(video).name, fontsize=10)
+        ax.legend(fontsize=8, loc="upper right", ncol=2)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def write_prepare_report(out: Path, records: Sequence[CropRecord], labelling: Sequence[dict[str, Any]],
+                         summary: dict[str, Any]) -> Path:
+    """Render ``out/report.html`` (atomically) and return its path."""
+    by_id = {r.crop_id: r for r in records}
+    kept: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}
+    for row in labelling:
+        rec = by_id[row["crop_id"]]
+        kept[row["character"]].append({**row, "path": rec.path, "video_name": Path(rec.video).name})
+    dropped = {n: [r for r in records if r.character == n and r.dropped_reason and r.dropped_reason != "duplicate"]
+               for n in summary["characters"]}
+    groups: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}
+    for name in summary["characters"]:
+        members: dict[str, list[CropRecord]] = {}
+        for r in records:
+            if r.character == name and r.dropped_reason == "duplicate" and r.duplicate_of:
+                members.setdefault(r.duplicate_of, []).append(r)
+        for head, dups in sorted(members.items()):
+            if head in by_id:
+                dups = sorted(dups, key=lambda d: -(d.similarity or 0))
+                groups[name].append({"kept": by_id[head], "duplicates": dups})
+    reasons = [r for r in DROP_REASONS if any(r in f["dropped"] for f in summary["funnel"].values())]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("steps", "templates"),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    html = env.get_template("prepare_report.html").render(
+        summary=summary, kept=kept, dropped=dropped, groups=groups, reasons=reasons,
+        timeline=_timeline_png(out / "frames.jsonl", summary.get("thresholds", {}).get("detection.min_score")))
+    return write_text(out / "report.html", html)

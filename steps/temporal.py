@@ -1,0 +1,87 @@
+"""Temporal rescoring of detections inside shots.
+
+A character's presence is coherent in time within a shot, while false detections on background texture
+tend to flicker. Each frame's best score per character is replaced by the median of its own score and
+its neighbours' in the same shot (a window of 3 sampled frames), in the spirit of Seq-NMS rescoring
+(Han et al. 2016, "Seq-NMS for Video Object Detection"), which averages scores along linked detections.
+At a shot's edge, where a frame has one neighbour, the window is padded with the lower of the two
+scores, so an edge frame needs its neighbour's confirmation; a frame alone in its shot keeps its own
+score. The stream is processed with a one-frame look-ahead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from steps.records import Detection, SampledFrame
+
+
+@dataclass
+class Scored:
+    """A sampled frame with its candidate detections (any score) and its shot number."""
+
+    frame: SampledFrame
+    candidates: list[Detection]
+    shot: int
+
+
+def _best(candidates: list[Detection]) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for d in candidates:
+        best[d.character] = max(best.get(d.character, 0.0), float(d.score))
+    return best
+
+
+def smooth_in_shots(items: Iterable[Scored], min_score: float,
+                    window: int = 3) -> Iterator[tuple[SampledFrame, list[Detection], dict[str, float]]]:
+    """Rescore each frame's detections with the median of the best scores of ``window`` neighbouring
+    sampled frames of the same shot, and keep those at or above ``min_score``.
+
+    Yields, in input order, ``(frame, kept detections, raw best score per character)``; a kept
+    detection's ``score`` is the smoothed score of its character (the best one) or, for further
+    detections of the same character, its own score capped by the smoothed one.
+
+    Raises:
+        ValueError: ``window`` is not an odd number >= 1.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"window must be an odd number >= 1, got {window}")
+    half = window // 2
+    buffer: list[Scored] = []  # items from global index `offset` on
+    offset = 0
+    next_out = 0
+
+    def finish(g: int) -> tuple[SampledFrame, list[Detection], dict[str, float]]:
+        i = g - offset
+        item = buffer[i]
+        raw = _best(item.candidates)
+        neighbours = [buffer[j] for j in range(max(0, i - half), min(len(buffer), i + half + 1))
+                      if buffer[j].shot == item.shot]
+        kept: list[Detection] = []
+        for name, own in raw.items():
+            values = [_best(n.candidates).get(name, 0.0) for n in neighbours]
+            if 1 < len(values) < window:  # at a shot edge: pad with the lowest value (precision first)
+                values += [min(values)] * (window - len(values))
+            smoothed = float(np.median(values)) if len(values) > 1 else own
+            for d in sorted((d for d in item.candidates if d.character == name), key=lambda d: -d.score):
+                score = smoothed if d.score == own else min(float(d.score), smoothed)
+                if score >= min_score:
+                    kept.append(replace(d, score=round(score, 4)))
+        return item.frame, kept, raw
+
+    for item in items:
+        buffer.append(item)
+        last = offset + len(buffer) - 1
+        while next_out + half <= last:
+            yield finish(next_out)
+            next_out += 1
+            drop = (next_out - half) - offset
+            if drop > 0:
+                del buffer[:drop]
+                offset += drop
+    while next_out < offset + len(buffer):
+        yield finish(next_out)
+        next_out += 1
