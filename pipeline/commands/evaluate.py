@@ -1,9 +1,99 @@
-"""`storyboard` sub-commands: evaluate (to be filled in)."""
+"""`storyboard` sub-commands of the Evaluate step: ``evaluate`` (score images) and ``generate`` (make them).
+
+::
+
+    storyboard evaluate --images DIR --references DIR --out DIR
+                        [--baseline-images DIR] [--training-crops DIR] [--calibration-crops DIR]
+                        [--config pipeline.yaml]
+    storyboard generate --out DIR (--model-id ID_OR_ARN | --from-folder DIR)
+                        [--character NAME ...] [--config pipeline.yaml]
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to ``subparsers``."""
+    """Add ``evaluate`` and ``generate`` to ``subparsers``."""
+    ev = subparsers.add_parser(
+        "evaluate", help="score generated images against the reference characters (base vs fine-tuned)",
+        description="Score images against the reference characters and write evaluation.json and report.html. "
+                    "Image folders hold one sub-folder per character: DIR/<character>/*.png (the folder name is "
+                    "the intended character).")
+    ev.add_argument("--images", required=True, type=Path,
+                    help="images to score (the fine-tuned model's): DIR/<character>/")
+    ev.add_argument("--references", required=True, type=Path, help="reference images: DIR/<character>/")
+    ev.add_argument("--out", required=True, type=Path, help="output folder for evaluation.json and report.html")
+    ev.add_argument("--baseline-images", type=Path, help="the base model's images, same layout as --images")
+    ev.add_argument("--training-crops", type=Path,
+                    help="training crops (crops.jsonl folder, DIR/<character>/ or flat) for memorisation")
+    ev.add_argument("--calibration-crops", type=Path,
+                    help="held-out real crops DIR/<character>/ and DIR/_background/ for the calibration band")
+    ev.add_argument("--config", type=Path, help="pipeline.yaml (evaluation and embeddings settings)")
+    ev.set_defaults(func=run_evaluate)
+
+    gen = subparsers.add_parser(
+        "generate", help="generate the storyboard prompt set with Nova Canvas (or copy it from a folder)",
+        description="Generate every prompt of the evaluation prompt set into DIR/<character>/"
+                    "<character>_p<k>_s<seed>_<i>.png and DIR/generation_log.json.")
+    gen.add_argument("--out", required=True, type=Path, help="output folder")
+    source = gen.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-id", help="Nova Canvas base model ID or a provisioned throughput ARN")
+    source.add_argument("--from-folder", type=Path, help="offline: take the images from DIR/<character>/")
+    gen.add_argument("--character", action="append", dest="characters",
+                     help="character to generate (repeatable); default: the characters of pipeline.yaml")
+    gen.add_argument("--config", type=Path, help="pipeline.yaml (evaluation settings, characters, aws)")
+    gen.set_defaults(func=run_generate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """``storyboard evaluate``: returns 0 (the gate's verdict is in evaluation.json, not the exit code)."""
+    from evaluation.evaluate import run_evaluation
+    from pipeline.config import load_config
+
+    config = load_config(args.config)
+    result = run_evaluation(args.images, args.references, args.out, baseline_dir=args.baseline_images,
+                            training_crops_dir=args.training_crops, calibration_dir=args.calibration_crops,
+                            config=config)
+    cs = result.evaluation["metrics"]["character_similarity"]
+    summary = {
+        "evaluation": str(result.evaluation_path),
+        "report": str(result.report_path),
+        "character_similarity": {"finetuned": cs["finetuned"]["mean"],
+                                 "base": cs["base"]["mean"] if cs["base"] else None,
+                                 "improvement": cs["improvement"]},
+        "gate_passed": result.passed,
+        "warnings": result.warnings,
+    }
+    print(json.dumps(summary, indent=2), file=sys.stdout)
+    return 0
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """``storyboard generate``: returns 0, or 1 when no image at all was generated."""
+    from evaluation.generation import (
+        FolderImageGenerator,
+        NovaCanvasGenerator,
+        build_requests,
+        generate_prompt_set,
+    )
+    from pipeline.config import load_config
+    from steps.errors import InputError
+
+    config = load_config(args.config)
+    characters = [config.character(name) for name in args.characters] if args.characters else config.characters
+    if not characters:
+        raise InputError("no character to generate: configure `characters` in pipeline.yaml or pass --character")
+    requests = build_requests(config.evaluation, characters)
+    if args.from_folder:
+        generator = FolderImageGenerator(args.from_folder)
+    else:
+        generator = NovaCanvasGenerator.from_config(config.evaluation, config.aws, args.model_id)
+    result = generate_prompt_set(generator, requests, args.out, concurrency=config.evaluation.concurrency)
+    print(json.dumps({"log": str(result.path), "requests": len(result.outcomes), "images": result.images,
+                      "counts": result.counts}, indent=2))
+    return 0 if result.images else 1

@@ -1,0 +1,387 @@
+"""Evaluation metrics (DESIGN §7) on hand-made embeddings, and the Evaluate step end to end on synthetic
+images: evaluation.json against its JSON Schema, bad input, prompt fidelity with a Stubber-checked Titan
+client, and the ``storyboard evaluate`` command."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+import boto3
+import jsonschema
+import numpy as np
+import pytest
+from botocore.response import StreamingBody
+from botocore.stub import ANY, Stubber
+from PIL import Image
+
+from evaluation import metrics as M
+from evaluation.embeddings import ColorTextureDescriptor
+from evaluation.evaluate import SCHEMA_PATH, load_schema, run_evaluation, validate_evaluation
+from evaluation.generation import GENERATION_LOG
+from pipeline.commands import evaluate as evaluate_command
+from pipeline.config import parse_config
+from steps.errors import InputError
+
+# --- metrics on hand-made embeddings ----------------------------------------------------------------------
+
+
+def _unit(*rows) -> np.ndarray:
+    a = np.asarray(rows, dtype=np.float32)
+    return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_reference_similarity_prediction_and_separation():
+    refs = {"a": _unit([1, 0, 0], [0.9, 0.1, 0]), "b": _unit([0, 1, 0])}
+    images = _unit([1, 0, 0], [0, 1, 0], [0.6, 0.8, 0])
+    sim = M.reference_similarity(images, refs)
+    assert sim.shape == (3, 2)
+    expected_a0 = (1.0 + 0.9 / np.hypot(0.9, 0.1)) / 2
+    assert sim[0, 0] == pytest.approx(expected_a0, abs=1e-6) and sim[1, 1] == pytest.approx(1.0)
+    assert M.predicted_characters(sim, ["a", "b"]) == ["a", "b", "b"]
+    assert M.separation_auc(sim, ["a", "b", "b"], ["a", "b"]) == pytest.approx(1.0)
+    # The third image labelled "a" is closer to "b": separation drops below 1.
+    assert M.separation_auc(sim, ["a", "b", "a"], ["a", "b"]) < 1.0
+    assert M.separation_auc(sim[:, :1], ["a", "a", "a"], ["a"]) is None
+    with pytest.raises(ValueError, match="dimensions differ"):
+        M.reference_similarity(images, {"a": np.ones((1, 4), np.float32)})
+
+
+def test_diversity_memorisation_and_leave_one_out():
+    same = _unit([1, 0], [1, 0], [1, 0])
+    assert M.pairwise_diversity(same) == pytest.approx(0.0, abs=1e-6)
+    assert M.pairwise_diversity(_unit([1, 0], [0, 1])) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="at least 2"):
+        M.pairwise_diversity(_unit([1, 0]))
+    memo = M.max_similarity(_unit([1, 0], [0, 1]), _unit([1, 0], [0.6, 0.8]))
+    assert memo == pytest.approx([1.0, 0.8])
+    loo = M.leave_one_out_similarity(_unit([1, 0], [1, 0], [0, 1]))
+    assert loo == pytest.approx([0.5, 0.5, 0.0])
+    assert M.paired_cosine(_unit([1, 0], [0, 1]), _unit([0.6, 0.8], [0.6, 0.8])) == pytest.approx([0.6, 0.8])
+
+
+def test_bootstrap_interval_is_stratified_and_macro_averaged():
+    rng = np.random.default_rng(1)
+    groups = {"small": np.array([0.2, 0.4]), "large": rng.normal(0.8, 0.05, size=200)}
+    est, dist = M.estimate(groups, samples=2000, confidence=0.95, rng=np.random.default_rng(0))
+    # Macro mean weighs characters equally: (0.3 + ~0.8) / 2, not the image-weighted ~0.795.
+    assert est.mean == pytest.approx((0.3 + groups["large"].mean()) / 2)
+    assert est.ci_low < est.mean < est.ci_high and est.n == 202
+    assert dist.shape == (2000,)
+    wide, _ = M.estimate({"x": rng.normal(0, 1, 10)}, 2000, 0.95, np.random.default_rng(0))
+    narrow, _ = M.estimate({"x": rng.normal(0, 1, 1000)}, 2000, 0.95, np.random.default_rng(0))
+    assert (narrow.ci_high - narrow.ci_low) < (wide.ci_high - wide.ci_low) / 3
+    low90, high90 = M.interval(dist, 0.90)
+    assert est.ci_low <= low90 and high90 <= est.ci_high
+
+
+def test_difference_interval_excludes_zero_only_for_a_real_gap():
+    rng = np.random.default_rng(2)
+
+    def est(values):
+        return M.estimate({"c": values}, 2000, 0.95, rng)
+
+    better = M.difference(est(rng.normal(0.8, 0.02, 40)), est(rng.normal(0.6, 0.02, 40)), 0.95)
+    assert better.mean == pytest.approx(0.2, abs=0.02) and better.ci_low > 0
+    same = M.difference(est(rng.normal(0.7, 0.05, 40)), est(rng.normal(0.7, 0.05, 40)), 0.95)
+    assert same.ci_low < 0 < same.ci_high
+
+
+# --- synthetic image sets -------------------------------------------------------------------------------
+
+COLOURS = {"ruby": (200, 30, 40), "cobalt": (30, 60, 210)}
+
+
+def _character_image(colour, rng, size=96) -> Image.Image:
+    """A character: a coloured disc with a stripe on a light background, jittered position and noise."""
+    img = np.full((size, size, 3), 225, np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = size // 2 + rng.integers(-8, 9, 2)
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < (size // 3) ** 2
+    img[disc] = colour
+    img[cy - 3:cy + 3, :] = (20, 20, 20)
+    noise = rng.integers(-12, 13, img.shape)
+    return Image.fromarray(np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+def _scene_image(rng, size=96) -> Image.Image:
+    """A base-model image that misses the character: a green-brown landscape."""
+    img = np.zeros((size, size, 3), np.uint8)
+    img[: size // 2] = (120, 170, 230)
+    img[size // 2:] = (60, 140, 50)
+    noise = rng.integers(-20, 21, img.shape)
+    return Image.fromarray(np.clip(img.astype(int) + noise, 0, 255).astype(np.uint8))
+
+
+def _write_sets(root: Path, n_images: int = 4, seed: int = 0) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    paths = {k: root / k for k in ("refs", "finetuned", "base", "crops")}
+    for character, colour in COLOURS.items():
+        for k in range(3):
+            (paths["refs"] / character).mkdir(parents=True, exist_ok=True)
+            _character_image(colour, rng).save(paths["refs"] / character / f"ref{k}.png")
+        for k in range(n_images):
+            name = f"{character}_p{k % 2}_s{k // 2}_0.png"
+            for model, make in (("finetuned", lambda c=colour: _character_image(c, rng)),
+                                ("base", lambda: _scene_image(rng))):
+                (paths[model] / character).mkdir(parents=True, exist_ok=True)
+                make().save(paths[model] / character / name)
+        (paths["crops"] / character).mkdir(parents=True, exist_ok=True)
+        for k in range(3):
+            _character_image(colour, rng).save(paths["crops"] / character / f"crop{k}.jpg")
+    return paths
+
+
+@pytest.fixture
+def sets(tmp_path) -> dict[str, Path]:
+    return _write_sets(tmp_path / "in")
+
+
+def test_schema_file_is_a_valid_json_schema():
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert SCHEMA_PATH.name == "evaluation.schema.json"
+    assert {"finetuned", "base", "improvement"} <= set(schema["$defs"]["metric"]["required"])
+    assert {"mean", "ci_low", "ci_high"} <= set(schema["$defs"]["estimate"]["required"])
+
+
+def test_schema_rejects_a_document_without_the_gate_figures(sets, tmp_path):
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out",
+                            config=parse_config({"evaluation": {"bootstrap_samples": 100}}))
+    doc = json.loads(result.evaluation_path.read_text())
+    validate_evaluation(doc)
+    broken = json.loads(json.dumps(doc))
+    del broken["metrics"]["character_similarity"]["finetuned"]["mean"]
+    with pytest.raises(ValueError, match="metrics/character_similarity/finetuned"):
+        validate_evaluation(broken)
+    broken = json.loads(json.dumps(doc))
+    broken["metrics"]["character_similarity"]["finetuned"] = None
+    with pytest.raises(ValueError, match="does not match its schema"):
+        validate_evaluation(broken)
+    broken = json.loads(json.dumps(doc))
+    broken["images"][0]["similarity"]["ruby"] = "high"
+    with pytest.raises(ValueError, match="images/0/similarity/ruby"):
+        validate_evaluation(broken)
+
+
+def test_single_character_evaluation(sets, tmp_path):
+    for root in (sets["refs"], sets["finetuned"]):
+        for path in (root / "cobalt").iterdir():
+            path.unlink()
+        (root / "cobalt").rmdir()
+    (sets["finetuned"] / "_scratch").mkdir()  # skipped: not a character folder
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out",
+                            config=parse_config({"evaluation": {"bootstrap_samples": 100}}))
+    doc = result.evaluation
+    assert doc["characters"] == ["ruby"] and doc["separation_auc"]["finetuned"] is None
+    assert doc["metrics"]["identity_accuracy"]["finetuned"] is None
+    assert doc["calibration"]["source"] == "references (leave-one-out)" and doc["calibration"]["floor"] is None
+    assert doc["metrics"]["character_similarity"]["base"] is None
+    assert doc["metrics"]["character_similarity"]["improvement"] is None
+    assert any("identity accuracy" in w for w in doc["warnings"])
+    assert result.report_path.is_file()
+
+
+def test_run_evaluation_scores_finetuned_above_base(sets, tmp_path):
+    config = parse_config({"evaluation": {"bootstrap_samples": 500, "min_character_similarity": 0.5}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["base"],
+                            training_crops_dir=sets["crops"], config=config)
+    doc = json.loads(result.evaluation_path.read_text())
+    jsonschema.validate(doc, load_schema())
+    cs = doc["metrics"]["character_similarity"]
+    assert cs["finetuned"]["mean"] > cs["base"]["mean"] + 0.1
+    assert cs["improvement"] == pytest.approx(cs["finetuned"]["mean"] - cs["base"]["mean"], abs=1e-5)
+    assert cs["improvement_ci_low"] > 0
+    assert cs["finetuned"]["ci_low"] <= cs["finetuned"]["mean"] <= cs["finetuned"]["ci_high"]
+    assert set(cs["finetuned"]["per_character"]) == set(COLOURS)
+    assert doc["metrics"]["identity_accuracy"]["finetuned"]["mean"] == 1.0
+    assert doc["separation_auc"]["finetuned"] > 0.95
+    assert doc["metrics"]["diversity"]["finetuned"]["n"] == 4  # 2 prompts x 2 characters
+    memo = doc["metrics"]["memorisation"]
+    assert memo["finetuned"]["mean"] > memo["base"]["mean"] and memo["improvement"] < 0
+    assert 0 <= memo["finetuned"]["near_copy_rate"] <= 1
+    assert doc["metrics"]["prompt_fidelity"]["finetuned"] is None  # the local descriptor embeds no text
+    assert doc["calibration"]["source"] == "training crops"
+    assert doc["calibration"]["ceiling"]["mean"] > doc["calibration"]["floor"]["mean"]
+    assert doc["gate"]["passed"] is result.passed is True
+    images = [i for i in doc["images"] if i["model"] == "finetuned"]
+    assert len(images) == 8 and all(set(i["similarity"]) == set(COLOURS) for i in images)
+    first = images[0]
+    assert first["path"] == "cobalt/cobalt_p0_s0_0.png" and first["prompt_index"] == 0 and first["seed"] == 0
+    assert first["character_similarity"] == first["similarity"]["cobalt"]
+    assert first["predicted_character"] == "cobalt"
+    html = result.report_path.read_text()
+    assert html.count("data:image/jpeg;base64,") == 2 * 3 + 2 * 4 * 2  # references + both models' images
+    assert "data:image/png;base64," in html and "PASS" in html
+    assert "<script" not in html and "src=\"http" not in html  # self-contained
+
+
+def test_gate_fails_without_enough_improvement(sets, tmp_path):
+    config = parse_config({"evaluation": {"bootstrap_samples": 200, "min_character_similarity": 0.99,
+                                          "min_improvement": 0.5}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["finetuned"],
+                            config=config)
+    gate = result.evaluation["gate"]
+    assert not result.passed and len(gate["reasons"]) == 2
+    assert result.evaluation["metrics"]["character_similarity"]["improvement"] == pytest.approx(0.0, abs=1e-9)
+    assert result.evaluation["calibration"]["source"] == "references (leave-one-out)"
+    assert "FAIL" in result.report_path.read_text()
+
+
+def test_generation_log_gives_prompts_and_blocked_requests(sets, tmp_path):
+    log = {"model_id": "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdef123456",
+           "generator": "nova-canvas", "counts": {"ok": 1, "blocked_prompt": 1},
+           "records": [{"character": "ruby", "prompt_index": 0, "seed": 0, "prompt": "Ruby climbs a ladder.",
+                        "status": "ok", "requested": 1, "returned": 1, "error": None,
+                        "files": ["ruby/ruby_p0_s0_0.png"]},
+                       {"character": "ruby", "prompt_index": 1, "seed": 9, "prompt": "Ruby at school.",
+                        "status": "blocked_prompt", "requested": 1, "returned": 0,
+                        "error": "ValidationException: blocked by content filters", "files": []}]}
+    (sets["finetuned"] / GENERATION_LOG).write_text(json.dumps(log))
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out",
+                            config=parse_config({"evaluation": {"bootstrap_samples": 100}}))
+    generation = result.evaluation["models"]["finetuned"]["generation"]
+    assert generation["counts"]["blocked_prompt"] == 1
+    assert generation["problems"][0]["status"] == "blocked_prompt"
+    ruby0 = next(i for i in result.evaluation["images"] if i["path"] == "ruby/ruby_p0_s0_0.png")
+    assert ruby0["prompt"] == "Ruby climbs a ladder."
+    html = result.report_path.read_text()
+    assert "Blocked or failed generations" in html and "blocked by content filters" in html
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+def test_missing_and_empty_folders(sets, tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        run_evaluation(tmp_path / "nope", sets["refs"], tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty"):
+        run_evaluation(tmp_path / "empty", sets["refs"], tmp_path / "out")
+    with pytest.raises(InputError, match="references.*does not exist"):
+        run_evaluation(sets["finetuned"], tmp_path / "nope", tmp_path / "out")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "x.png")
+    with pytest.raises(InputError, match="lie directly in it"):
+        run_evaluation(flat, sets["refs"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_character_without_references(sets, tmp_path):
+    (sets["finetuned"] / "emerald").mkdir()
+    for k in range(2):
+        Image.new("RGB", (16, 16), (0, 200, 0)).save(sets["finetuned"] / "emerald" / f"e{k}.png")
+    with pytest.raises(InputError, match=r"\['emerald'\].*no folder"):
+        run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out")
+
+
+def test_fewer_than_two_images_for_a_character(sets, tmp_path):
+    for path in sorted((sets["finetuned"] / "ruby").iterdir())[1:]:
+        path.unlink()
+    with pytest.raises(InputError, match="1 image.*at least 2.*meaningless"):
+        run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out")
+
+
+def test_unreadable_image(sets, tmp_path):
+    (sets["finetuned"] / "ruby" / "ruby_p0_s0_0.png").write_bytes(b"not a png")
+    with pytest.raises(InputError, match="cannot read image .*ruby_p0_s0_0.png"):
+        run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out")
+
+
+class _ShrinkingEmbedder(ColorTextureDescriptor):
+    """Returns shorter vectors for sets of 4 or more images (as if a second backend had embedded them)."""
+
+    def embed_images(self, images):
+        out = super().embed_images(images)
+        return out[:, :100] if len(images) >= 4 else out
+
+
+def test_mismatched_embedding_dimensions(sets, tmp_path):
+    with pytest.raises(InputError, match="mismatched embedding dimensions"):
+        run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", embedder=_ShrinkingEmbedder())
+
+
+# --- prompt fidelity with Titan (Stubber) ------------------------------------------------------------------
+
+
+def test_titan_backend_requests_and_prompt_fidelity(sets, tmp_path, monkeypatch):
+    titan = pytest.importorskip("evaluation.titan")
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("bedrock-runtime", region_name="us-east-1")
+    sent: list[dict] = []
+
+    def capture(params, **_):
+        body = json.loads(params["body"])
+        titan.TitanImageEmbedder.validate_body(body)
+        sent.append(body)
+
+    client.meta.events.register("before-parameter-build.bedrock-runtime.InvokeModel", capture)
+    embedder = titan.TitanImageEmbedder(client, output_length=256, concurrency=1)
+    rng = np.random.default_rng(5)
+    n_refs, n_images = 2 * 3, 2 * 4
+    vectors = rng.normal(size=(n_refs + 2 * n_images, 256))
+    expected = {"modelId": "amazon.titan-embed-image-v1", "body": ANY, "contentType": "application/json",
+                "accept": "application/json"}
+    with Stubber(client) as stubber:
+        for v in vectors:
+            data = json.dumps({"embedding": v.tolist(), "inputTextTokenCount": 0, "message": None}).encode()
+            stubber.add_response("invoke_model", {"body": StreamingBody(io.BytesIO(data), len(data)),
+                                                  "contentType": "application/json"}, expected)
+        result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", embedder=embedder,
+                                config=parse_config({"evaluation": {"bootstrap_samples": 100}}))
+        stubber.assert_no_pending_responses()
+    assert [("inputImage" in b) for b in sent] == [True] * (n_refs + n_images) + [False] * n_images
+    assert all(b["embeddingConfig"] == {"outputEmbeddingLength": 256} for b in sent)
+    texts = [b["inputText"] for b in sent[n_refs + n_images:]]
+    assert texts[0].startswith("Cobalt's face shows")  # default template, prompt 0, first (sorted) image
+    image_vecs = vectors[n_refs:n_refs + n_images]
+    text_vecs = vectors[n_refs + n_images:]
+    cos = np.sum(image_vecs * text_vecs, 1) / (np.linalg.norm(image_vecs, axis=1) * np.linalg.norm(text_vecs, axis=1))
+    got = [i["prompt_fidelity"] for i in result.evaluation["images"]]
+    assert got == pytest.approx(cos, abs=1e-5)
+    assert result.evaluation["metrics"]["prompt_fidelity"]["finetuned"]["mean"] == pytest.approx(cos.mean(), abs=1e-3)
+    assert result.evaluation["embedding"] == {"backend": embedder.name, "dimension": 256}
+
+
+# --- command line ---------------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="storyboard")
+    evaluate_command.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def test_storyboard_evaluate_command(sets, tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("evaluation:\n  bootstrap_samples: 200\n  min_character_similarity: 0.5\n")
+    args = _parser().parse_args(["evaluate", "--images", str(sets["finetuned"]), "--references", str(sets["refs"]),
+                                 "--out", str(tmp_path / "out"), "--baseline-images", str(sets["base"]),
+                                 "--training-crops", str(sets["crops"]), "--config", str(config)])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["gate_passed"] is True and summary["character_similarity"]["improvement"] > 0
+    doc = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    validate_evaluation(doc)
+    assert doc["settings"]["bootstrap_samples"] == 200
+    bad = _parser().parse_args(["evaluate", "--images", str(tmp_path / "none"), "--references", str(sets["refs"]),
+                                "--out", str(tmp_path / "out2")])
+    with pytest.raises(InputError):
+        bad.func(bad)
+
+
+def test_storyboard_generate_command_from_folder(sets, tmp_path, capsys):
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("characters:\n  - name: ruby\n  - name: cobalt\n"
+                      "evaluation:\n  seeds: [1, 2]\n  images_per_prompt: 2\n")
+    args = _parser().parse_args(["generate", "--out", str(tmp_path / "gen"), "--from-folder", str(sets["finetuned"]),
+                                 "--config", str(config)])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["requests"] == 2 * 3 * 2 and summary["images"] == 24
+    assert (tmp_path / "gen" / "ruby" / "ruby_p2_s2_1.png").is_file()
