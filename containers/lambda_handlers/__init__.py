@@ -1,0 +1,27 @@
+"""AWS Lambda entry points of the storyboard pipeline, and their local in-process counterparts.
+
+One container image (``containers/lambda/Dockerfile``) serves every function; each function sets its
+handler (the image's CMD) to one of:
+
+- ``containers.lambda_handlers.callback_consumer.handler``: SQS queue of the CallbackSteps.
+  HumanReview: run the automatic policy or start the A2I human loops; FineTune: start the Bedrock job
+  (or its dry run); a ``Stopping`` message: stop them and answer.
+- ``containers.lambda_handlers.finetune_handlers.job_state_handler``: EventBridge, source
+  ``aws.bedrock``, detail-type ``Model Customization Job State Change``; answers the FineTune callback.
+- ``containers.lambda_handlers.review_handlers.human_loop_status_handler``: EventBridge, source
+  ``aws.sagemaker``, detail-type ``SageMaker A2I HumanLoop Status Change``; answers the HumanReview
+  callback once every loop of the review is done.
+- ``containers.lambda_handlers.reconciler.handler``: EventBridge schedule (for example hourly); answers
+  jobs and reviews whose events were missed and enforces the watchdogs.
+- ``containers.lambda_handlers.register_model.handler``: the RegisterModel LambdaStep; creates the
+  model package (idempotent).
+- ``containers.lambda_handlers.approval.handler``: EventBridge ``SageMaker Model Package State
+  Change``; Approved: Provisioned Throughput; Rejected: clean up.
+
+Configuration comes from ``pipeline.yaml`` (:mod:`containers.lambda_handlers.runtime`). Where the
+callback token is kept between the start and the completion event: on the Bedrock job as a tag (a
+token is exactly 10 characters; tag values hold 256), and for a review in ``state.json`` under
+``review.output_s3_uri`` plus each loop's input content (A2I echoes it in ``output.json``).
+
+:mod:`containers.lambda_handlers.local` exposes the offline handlers the local runner calls.
+"""

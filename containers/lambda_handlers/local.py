@@ -1,0 +1,236 @@
+"""The offline handlers the local runner calls in process, in place of SQS, Bedrock, A2I and Lambda.
+
+Contract with the runner (``pipeline/``):
+
+- :data:`CALLBACK_HANDLERS` ``[Task](arguments, run_dir, config) -> outputs`` for the CallbackSteps
+  (``Task`` is the callback argument): ``HumanReview`` -> ``{ReviewedManifestUri, ApprovedCount,
+  EditedCount, RejectedCount}``; ``FineTune`` -> ``{JobArn, CustomModelArn, DryRun}``.
+- :data:`LAMBDA_HANDLERS` ``[function name](event, run_dir, config) -> outputs`` for the LambdaSteps:
+  ``storyboard-register-model`` -> ``{ModelPackageArn, Registered, Reason}``.
+
+Arguments and outputs are flat strings; URIs are local paths. Every output file is written into
+``run_dir`` atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import StoryboardConfig
+from steps import io as sio
+from steps.bedrock_validation import LocalImageProbe
+from steps.errors import InputError
+from steps.finetune import (
+    DryRunModelCustomization,
+    FineTuneInputs,
+    dry_run_outputs,
+    dry_run_report,
+    job_names,
+    prepare_job,
+    with_dry_run_placeholders,
+)
+from steps.mlops_config import model_package_group_name
+from steps.registry import (
+    ApprovalAction,
+    LocalModelRegistry,
+    PlannedProvisionedThroughputs,
+    RegistrationRequest,
+    on_package_status_change,
+    register_model,
+)
+from steps.review import (
+    AutoReviewPolicy,
+    LocalHumanLoops,
+    ReviewState,
+    apply_decisions,
+    build_loop_input,
+    character_aliases,
+    check_labelling_rows,
+    check_training_count,
+    decisions_from_loops,
+    execution_key,
+    item_id_of,
+    loop_name,
+    meta,
+    serve_local_review,
+    write_review_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+CallbackHandler = Callable[[dict[str, str], Path, StoryboardConfig], dict[str, str]]
+LambdaHandler = Callable[[dict, Path, StoryboardConfig], dict]
+
+
+def _local_path(uri: str, what: str) -> Path:
+    if uri.startswith("s3://"):
+        raise InputError(f"{what} {uri} is in S3; a local run reads local files (run on SageMaker for S3 inputs)")
+    path = Path(uri[7:] if uri.startswith("file://") else uri)
+    if not path.is_file():
+        raise InputError(f"{what} {path} does not exist")
+    return path
+
+
+def _absolute_refs(rows: list[dict[str, Any]], base: Path) -> list[dict[str, Any]]:
+    """Rows whose relative local ``image_ref`` values are made absolute (outputs move to the run folder)."""
+    out = []
+    for row in rows:
+        ref = row.get("image_ref")
+        if isinstance(ref, str) and ref and "://" not in ref and not Path(ref).is_absolute():
+            row = {**row, "image_ref": str((base / ref).resolve())}
+        out.append(row)
+    return out
+
+
+def human_review(args: Mapping[str, str], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
+    """HumanReview offline.
+
+    ``ReviewMode=auto``: the automatic policy (``review.auto``). ``ReviewMode=a2i``: with
+    ``review.local_review_page`` a review page on 127.0.0.1 (``review.local_review_port``) and the run
+    waits for every answer; otherwise an :class:`InputError` explains that A2I needs AWS.
+
+    Writes ``reviewed_manifest.jsonl``, ``train.jsonl`` (the Bedrock training manifest, whose URI is
+    ``ReviewedManifestUri``) and ``review_report.json`` into ``run_dir``.
+
+    Raises:
+        InputError: missing or malformed manifest, unknown mode, A2I without the local page, or fewer
+            than 5 records kept (TooFewRecordsError, after the outputs are written).
+    """
+    manifest = _local_path(str(args.get("ManifestUri") or ""), "ManifestUri") if args.get("ManifestUri") else None
+    if manifest is None:
+        raise InputError("HumanReview needs ManifestUri: the labelling manifest written by CaptionImages")
+    mode = str(args.get("ReviewMode") or config.review.mode).strip().lower()
+    if mode not in ("auto", "a2i"):
+        raise InputError(f"ReviewMode must be 'auto' or 'a2i', got {mode!r}")
+    try:
+        rows = sio.read_jsonl(manifest)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    check_labelling_rows(rows, str(manifest))
+    rows = _absolute_refs(rows, manifest.parent)
+    run_dir = Path(run_dir)
+    if mode == "auto":
+        policy = AutoReviewPolicy(config.review.auto, LocalImageProbe(manifest.parent),
+                                  character_aliases(config.characters))
+        decisions = policy.review(rows)
+    else:
+        if not config.review.local_review_page:
+            raise InputError("ReviewMode 'a2i' needs Amazon A2I (an AWS account, a workteam and a flow definition). "
+                             "Locally, run with ReviewMode=auto, or set review.local_review_page: true to review in "
+                             "a browser on 127.0.0.1")
+        decisions = _review_in_browser(rows, manifest, run_dir, config)
+    result = apply_decisions(rows, decisions)
+    paths = write_review_outputs(run_dir, result, mode)
+    check_training_count(result)
+    return result.outputs(str(paths["train"]))
+
+
+def _review_in_browser(rows: list[dict[str, Any]], manifest: Path, run_dir: Path, config: StoryboardConfig) -> list:
+    loops = LocalHumanLoops(run_dir / "human_loops")
+    digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    key = execution_key(f"local:{manifest.resolve()}", digest[:10])
+    state = ReviewState("local", "local", key, str(manifest), "local", str(run_dir),
+                        [{"name": loop_name(config.project, key, i), "item_id": item_id_of(r, i), "index": i}
+                         for i, r in enumerate(rows)])
+    for row, loop in zip(rows, state.loops, strict=True):
+        character = meta(row, "character")
+        display = config.character(character).caption_name if isinstance(character, str) and character else None
+        loops.start(loop["name"], build_loop_input(row, loop["item_id"], loop["index"], "local", "local", display))
+    names = [loop["name"] for loop in state.loops]
+    probe = LocalImageProbe(manifest.parent)
+    serve_local_review(loops, names, probe.resolve, port=config.review.local_review_port,
+                       timeout_s=config.review.local_review_timeout_s)
+    statuses = {n: loops.status(n) for n in names}
+    outputs = {n: json.loads(Path(s.output_uri).read_text(encoding="utf-8"))
+               for n, s in statuses.items() if s.status == "Completed" and s.output_uri}
+    return decisions_from_loops(rows, state, statuses, outputs)
+
+
+def fine_tune(args: Mapping[str, str], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
+    """FineTune offline: always a dry run.
+
+    Validates every training-manifest line and image against the Nova Canvas limits and the
+    ``create_model_customization_job`` request against botocore's ``bedrock`` service model (local
+    paths and a missing role are replaced by marked placeholders), then writes ``request.json`` (the
+    exact request) and ``dry_run_report.json`` into ``run_dir``. The job name is ``JobName`` (when
+    given) plus a hash of ``PipelineExecutionArn``, or of the manifest's content and the
+    hyperparameters.
+
+    Returns:
+        ``{"JobArn": "dry-run:<job name>", "CustomModelArn": "", "DryRun": "true"}``.
+
+    Raises:
+        InputError / TooFewRecordsError: the data or the request is invalid (before anything is written).
+    """
+    inputs = FineTuneInputs.from_arguments(args, config.finetune)
+    manifest = _local_path(inputs.training_manifest_uri, "TrainingManifestUri")
+    try:
+        rows = sio.read_jsonl(manifest)
+    except ValueError as err:
+        raise InputError(str(err)) from None
+    data = manifest.read_bytes()
+    hyper = json.dumps(inputs.hyperparameters.to_request(), sort_keys=True)
+    seed = str(args.get("PipelineExecutionArn") or "") or "|".join(
+        (hashlib.sha256(data).hexdigest(), inputs.base_model_id, hyper))
+    names = job_names(config.finetune.job_name_prefix, seed, args.get("JobName"))
+    notes = []
+    if not inputs.dry_run:
+        notes.append("DryRun=false was requested, but the local backend cannot start a Bedrock job: this is a dry "
+                     "run and no model was trained")
+    checked, placeholders = with_dry_run_placeholders(inputs, names)
+    prepared = prepare_job(checked, names, rows, LocalImageProbe(manifest.parent))
+    run_dir = Path(run_dir)
+    DryRunModelCustomization(run_dir).start_job(prepared.request)
+    if any(not str(r.get("image-ref", "")).startswith("s3://") for r in rows):
+        notes.append("image-ref values are local paths: upload the images and the manifest to S3 (and rewrite "
+                     "image-ref to s3:// URIs) before a real job")
+    report = dry_run_report(inputs, prepared, "UNKNOWN (not checked offline; the AWS backend checks it)")
+    report["placeholders"] = placeholders
+    report["notes"] = report["notes"] + notes
+    report["job_name"] = names.job_name
+    sio.write_json(run_dir / "dry_run_report.json", report)
+    return dry_run_outputs(names)
+
+
+def registry_path(run_dir: Path, config: StoryboardConfig) -> Path:
+    """``registry.local_registry_path``, else ``registry.json`` in the parent of the run folder."""
+    return Path(config.registry.local_registry_path) if config.registry.local_registry_path \
+        else Path(run_dir).parent / "registry.json"
+
+
+def register(event: Mapping[str, Any], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
+    """RegisterModel offline against the local registry file (see :class:`~steps.registry.LocalModelRegistry`).
+
+    A dry run (``DryRun`` ``"true"`` or no ``CustomModelArn``) registers nothing:
+    ``Registered`` ``"false"`` with the reason. The result is also written to ``registration.json``.
+    """
+    request = RegistrationRequest.from_event(event, model_package_group_name(config.registry, config.project))
+    result = register_model(request, LocalModelRegistry(registry_path(run_dir, config)),
+                            config.registry.approval_status)
+    sio.write_json(Path(run_dir) / "registration.json", {**result.outputs(), "registry": str(registry_path(
+        run_dir, config))})
+    return result.outputs()
+
+
+def approve(model_package_arn: str, status: str, run_dir: Path, config: StoryboardConfig) -> ApprovalAction:
+    """Approve or reject a package in the local registry, then run the approval logic with the planned
+    (offline) throughput backend, which writes ``throughput_requests.jsonl`` into ``run_dir``."""
+    registry = LocalModelRegistry(registry_path(run_dir, config))
+    package = registry.set_status(model_package_arn, status)
+    return on_package_status_change(package, config.registry.provisioned_throughput,
+                                    PlannedProvisionedThroughputs(run_dir), registry)
+
+
+CALLBACK_HANDLERS: dict[str, CallbackHandler] = {
+    "HumanReview": human_review,
+    "FineTune": fine_tune,
+}
+
+LAMBDA_HANDLERS: dict[str, LambdaHandler] = {
+    "storyboard-register-model": register,
+}

@@ -1,0 +1,36 @@
+"""The RegisterModel LambdaStep: create the model package once per pipeline execution.
+
+Event (flat strings from the pipeline): ``ModelPackageGroupName``, ``EvaluationUri``,
+``CustomModelArn``, ``JobArn``, ``DryRun``, ``PipelineExecutionArn``, optionally ``BaseModelId``, plus
+metric values. Returns ``{ModelPackageArn, Registered, Reason}``, the step's outputs. A dry run
+registers nothing and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from containers.lambda_handlers.runtime import Runtime, default_runtime
+from steps.mlops_config import model_package_group_name
+from steps.registry import RegistrationRequest, SageMakerModelRegistry, register_model
+
+log = logging.getLogger(__name__)
+
+FUNCTION_NAME = "storyboard-register-model"
+
+
+def handle(event: Mapping[str, Any], runtime: Runtime) -> dict[str, str]:
+    """Register against the SageMaker Model Registry (see the module docstring)."""
+    config = runtime.config
+    request = RegistrationRequest.from_event(event, model_package_group_name(config.registry, config.project))
+    result = register_model(request, SageMakerModelRegistry(runtime.client("sagemaker")),
+                            config.registry.approval_status)
+    log.info("RegisterModel: %s", result.reason)
+    return result.outputs()
+
+
+def handler(event: Mapping[str, Any], context: Any = None) -> dict[str, str]:
+    """Lambda entry point (LambdaStep)."""
+    return handle(event, default_runtime())

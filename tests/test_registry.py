@@ -1,0 +1,236 @@
+"""Step 7, RegisterModel, and the approval logic: the registration request, the local registry, the
+SageMaker Model Registry against moto, and Provisioned Throughput on approval (Stubber / planned)."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from containers.lambda_handlers.local import LAMBDA_HANDLERS, approve
+from pipeline.config import parse_config
+from steps.bedrock_validation import request_problems
+from steps.errors import InputError
+from steps.mlops_config import ProvisionedThroughputConfig
+from steps.registry import (
+    BedrockProvisionedThroughputs,
+    LocalModelRegistry,
+    PlannedProvisionedThroughputs,
+    RegistrationRequest,
+    SageMakerModelRegistry,
+    client_token,
+    model_package_request,
+    on_package_status_change,
+    register_model,
+    throughput_name,
+    throughput_request,
+)
+
+EXECUTION = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/storyboard/execution/a1b2c3d4e5f6"
+JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/amazon.nova-canvas-v1:0/abcdefabcdef"
+MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-canvas-v1:0/abcdefabcdef"
+
+
+def _event(**overrides: str) -> dict:
+    event = {"ModelPackageGroupName": "storyboard-nova-canvas", "EvaluationUri": "s3://bucket/eval/evaluation.json",
+             "CustomModelArn": MODEL, "JobArn": JOB, "DryRun": "false", "PipelineExecutionArn": EXECUTION,
+             "BaseModelId": "amazon.nova-canvas-v1:0", "CharacterSimilarity": "0.712", "Improvement": "0.081"}
+    event.update(overrides)
+    return event
+
+
+@pytest.fixture
+def aws_env(monkeypatch):
+    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                       ("AWS_SECURITY_TOKEN", "testing"), ("AWS_SESSION_TOKEN", "testing"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(key, value)
+
+
+# -- request --------------------------------------------------------------------------------------------
+
+
+def test_registration_request_carries_arns_metrics_and_a_deterministic_token():
+    request = RegistrationRequest.from_event(_event(), "default-group")
+    assert request.metrics == {"CharacterSimilarity": "0.712", "Improvement": "0.081"}
+    create = model_package_request(request, "PendingManualApproval")
+    assert request_problems("sagemaker", "CreateModelPackage", create) == []
+    meta = create["CustomerMetadataProperties"]
+    assert meta["BedrockJobArn"] == JOB and meta["CustomModelArn"] == MODEL
+    assert meta["metric:CharacterSimilarity"] == "0.712" and meta["BaseModelId"] == "amazon.nova-canvas-v1:0"
+    assert create["ModelMetrics"]["ModelQuality"]["Statistics"] == {"ContentType": "application/json",
+                                                                    "S3Uri": "s3://bucket/eval/evaluation.json"}
+    assert create["MetadataProperties"] == {"GeneratedBy": EXECUTION}
+    assert create["ClientToken"] == client_token(EXECUTION) and len(create["ClientToken"]) == 36
+    assert client_token(EXECUTION) != client_token(EXECUTION + "x")
+    assert RegistrationRequest.from_event({**_event(), "ModelPackageGroupName": ""}, "dflt").model_package_group_name \
+        == "dflt"
+
+
+def test_registration_request_limits():
+    with pytest.raises(InputError, match="PipelineExecutionArn"):
+        RegistrationRequest.from_event(_event(PipelineExecutionArn=""), "g")
+    with pytest.raises(InputError, match="EvaluationUri"):
+        RegistrationRequest.from_event(_event(EvaluationUri=""), "g")
+    with pytest.raises(InputError, match="ModelPackageGroupName"):
+        RegistrationRequest.from_event(_event(ModelPackageGroupName="bad_group!"), "g")
+    many = RegistrationRequest.from_event({**_event(), **{f"m{i}": "1" for i in range(50)}}, "g")
+    with pytest.raises(InputError, match="at most 50"):
+        model_package_request(many, "PendingManualApproval")
+    long_value = RegistrationRequest.from_event(_event(Score="0." + "1" * 300), "g")
+    with pytest.raises(InputError, match="at most 256"):
+        model_package_request(long_value, "PendingManualApproval")
+    with pytest.raises(InputError, match="ModelApprovalStatus"):
+        RegistrationRequest.from_event(_event(ModelApprovalStatus="Maybe"), "g")
+
+
+def test_registration_request_accepts_the_definition_spellings():
+    event = {**_event(), "EvaluationReportUri": "s3://bucket/e/evaluation.json", "ModelApprovalStatus": "Approved",
+             "ClientToken": "a1b2c3d4e5f6", "ReviewedManifestUri": "s3://bucket/review/train.jsonl",
+             "Note": "not a number", "Flag": True}
+    del event["EvaluationUri"]
+    request = RegistrationRequest.from_event(event, "g")
+    assert request.metrics == {"CharacterSimilarity": "0.712", "Improvement": "0.081"}
+    create = model_package_request(request, "PendingManualApproval")
+    assert create["ModelApprovalStatus"] == "Approved" and create["ClientToken"] == "a1b2c3d4e5f6"
+    assert create["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == "s3://bucket/e/evaluation.json"
+    assert create["CustomerMetadataProperties"]["ReviewedManifestUri"] == "s3://bucket/review/train.jsonl"
+    bad_token = RegistrationRequest.from_event({**_event(), "ClientToken": "not valid!"}, "g")
+    assert model_package_request(bad_token, "PendingManualApproval")["ClientToken"] == client_token(EXECUTION)
+
+
+# -- local registry -------------------------------------------------------------------------------------
+
+
+def test_local_register_is_idempotent_and_dry_runs_register_nothing(tmp_path):
+    config = parse_config({})
+    register = LAMBDA_HANDLERS["storyboard-register-model"]
+    run = tmp_path / "run" / "RegisterModel"
+    dry = register(_event(DryRun="true", CustomModelArn="", JobArn="dry-run:storyboard-canvas-x"), run, config)
+    assert dry["Registered"] == "false" and dry["ModelPackageArn"] == "" and "dry run" in dry["Reason"]
+    assert not (tmp_path / "run" / "registry.json").exists()
+    no_model = register(_event(CustomModelArn=""), run, config)
+    assert no_model["Registered"] == "false" and "no CustomModelArn" in no_model["Reason"]
+    first = register(_event(), run, config)
+    second = register(_event(), run, config)
+    assert first["Registered"] == second["Registered"] == "true"
+    assert first["ModelPackageArn"] == second["ModelPackageArn"] and "nothing new" in second["Reason"]
+    third = register(_event(PipelineExecutionArn=EXECUTION + "2"), run, config)
+    assert third["ModelPackageArn"].endswith("/2")
+    data = json.loads((tmp_path / "run" / "registry.json").read_text())
+    assert len(data["packages"]) == 2 and "storyboard-nova-canvas" in data["groups"]
+    assert data["packages"][0]["ModelApprovalStatus"] == "PendingManualApproval"
+    assert json.loads((run / "registration.json").read_text())["Registered"] == "true"
+
+
+def test_local_approval_plans_a_throughput(tmp_path):
+    config = parse_config({})
+    run = tmp_path / "run" / "RegisterModel"
+    arn = LAMBDA_HANDLERS["storyboard-register-model"](_event(), run, config)["ModelPackageArn"]
+    action = approve(arn, "Approved", run, config)
+    assert action.action == "created" and action.throughput_name == "storyboard-nova-canvas-v1"
+    plans = [json.loads(line) for line in (run / "throughput_requests.jsonl").read_text().splitlines()]
+    assert plans[0]["request"]["modelUnits"] == 1 and "commitmentDuration" not in plans[0]["request"]
+    assert approve(arn, "Approved", run, config).action == "exists"
+    package = LocalModelRegistry(tmp_path / "run" / "registry.json").describe_package(arn)
+    assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-nova-canvas-v1"
+    assert approve(arn, "Rejected", run, config).action == "deleted"
+    with pytest.raises(InputError):
+        approve(arn, "Maybe", run, config)
+
+
+# -- SageMaker Model Registry (moto) --------------------------------------------------------------------
+
+
+def test_sagemaker_registry_creates_once_per_execution(aws_env):
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        registry = SageMakerModelRegistry(sm)
+        request = RegistrationRequest.from_event(_event(), "g")
+        first = register_model(request, registry)
+        second = register_model(request, registry)
+        assert first.registered and second.registered and first.model_package_arn == second.model_package_arn
+        packages = sm.list_model_packages(ModelPackageGroupName="storyboard-nova-canvas")["ModelPackageSummaryList"]
+        assert len(packages) == 1
+        described = sm.describe_model_package(ModelPackageName=first.model_package_arn)
+        assert described["ModelApprovalStatus"] == "PendingManualApproval"
+        assert described["MetadataProperties"]["GeneratedBy"] == EXECUTION
+        assert described["CustomerMetadataProperties"]["metric:Improvement"] == "0.081"
+        assert described["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == "s3://bucket/eval/evaluation.json"
+        other = register_model(RegistrationRequest.from_event(_event(PipelineExecutionArn=EXECUTION + "9"), "g"),
+                               registry)
+        assert other.model_package_arn != first.model_package_arn
+        dry = register_model(RegistrationRequest.from_event(_event(DryRun="true"), "g"), registry)
+        assert not dry.registered
+        assert len(sm.list_model_packages(ModelPackageGroupName="storyboard-nova-canvas")
+                   ["ModelPackageSummaryList"]) == 2
+
+
+# -- approval: provisioned throughput (Stubber) ---------------------------------------------------------
+
+
+def _package(status: str, version: int = 3, model: str = MODEL) -> dict:
+    return {"ModelPackageArn": f"arn:aws:sagemaker:us-east-1:123456789012:model-package/"
+                               f"storyboard-nova-canvas/{version}",
+            "ModelPackageGroupName": "storyboard-nova-canvas", "ModelPackageVersion": version,
+            "ModelApprovalStatus": status, "CustomerMetadataProperties": {"CustomModelArn": model}}
+
+
+def _summary(name: str, model: str) -> dict:
+    return {"provisionedModelName": name, "provisionedModelArn": "arn:aws:bedrock:us-east-1:123456789012:"
+            "provisioned-model/abcdefabcdef", "modelArn": model, "desiredModelArn": model,
+            "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-canvas-v1:0",
+            "modelUnits": 1, "desiredModelUnits": 1, "status": "Creating", "creationTime": "2026-01-01T00:00:00Z",
+            "lastModifiedTime": "2026-01-01T00:00:00Z"}
+
+
+def test_approval_creates_repoints_and_cleans_up(aws_env):
+    bedrock = boto3.client("bedrock", region_name="us-east-1")
+    throughputs = BedrockProvisionedThroughputs(bedrock)
+    default = ProvisionedThroughputConfig()
+    name = throughput_name(_package("Approved"), default)
+    assert name == "storyboard-nova-canvas-v3"
+    create = throughput_request(name, MODEL, _package("Approved")["ModelPackageArn"], default)
+    assert request_problems("bedrock", "CreateProvisionedModelThroughput", create) == []
+    assert create["modelUnits"] == 1 and "commitmentDuration" not in create
+    pt_arn = _summary(name, MODEL)["provisionedModelArn"]
+    with Stubber(bedrock) as stub:
+        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []},
+                          {"nameContains": name, "maxResults": 100})
+        stub.add_response("create_provisioned_model_throughput", {"provisionedModelArn": pt_arn}, create)
+        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": [_summary(name, MODEL)]},
+                          {"nameContains": name, "maxResults": 100})
+        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": [_summary(name, MODEL)]},
+                          {"nameContains": name, "maxResults": 100})
+        stub.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": pt_arn})
+        assert on_package_status_change(_package("Approved"), default, throughputs).action == "created"
+        assert on_package_status_change(_package("Approved"), default, throughputs).action == "exists"
+        assert on_package_status_change(_package("Rejected"), default, throughputs).action == "deleted"
+        stub.assert_no_pending_responses()
+    shared = ProvisionedThroughputConfig(name="storyboard-live", commitment="OneMonth")
+    new_model = MODEL.replace("abcdefabcdef", "bbbbbbbbbbbb")
+    with Stubber(bedrock) as stub:
+        stub.add_response("list_provisioned_model_throughputs",
+                          {"provisionedModelSummaries": [_summary("storyboard-live", MODEL)]},
+                          {"nameContains": "storyboard-live", "maxResults": 100})
+        stub.add_response("update_provisioned_model_throughput", {},
+                          {"provisionedModelId": pt_arn, "desiredModelId": new_model})
+        action = on_package_status_change(_package("Approved", 4, new_model), shared, throughputs)
+        assert action.action == "repointed"
+    assert throughput_request("n", MODEL, "p", shared)["commitmentDuration"] == "OneMonth"
+    for status, model in (("PendingManualApproval", MODEL), ("Approved", "")):
+        assert on_package_status_change(_package(status, model=model), default, throughputs).action == "none"
+
+
+def test_planned_throughputs_and_long_names(tmp_path):
+    long = {**_package("Approved", 12), "ModelPackageGroupName": "a" * 63}
+    name = throughput_name(long, ProvisionedThroughputConfig())
+    assert len(name) <= 63 and name.endswith("-v12")
+    planned = PlannedProvisionedThroughputs(tmp_path)
+    arn = planned.create({"provisionedModelName": "x", "modelId": MODEL, "modelUnits": 1})
+    assert planned.find("x")["provisionedModelArn"] == arn
+    planned.delete(arn)
+    assert planned.find("x") is None

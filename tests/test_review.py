@@ -1,0 +1,402 @@
+"""Step 3, HumanReview: the automatic policy, A2I names/inputs/outputs, the template, the local handler
+and the local review page. AWS handlers are tested in test_lambda_handlers.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from botocore.stub import ANY, Stubber
+from PIL import Image
+
+from containers.lambda_handlers.local import CALLBACK_HANDLERS
+from pipeline.config import parse_config
+from steps.a2i_template import TEMPLATE_MAX_CHARS, check_template, review_template
+from steps.bedrock_validation import LocalImageProbe, request_problems
+from steps.errors import InputError, TooFewRecordsError
+from steps.mlops_config import AutoReviewPolicyConfig
+from steps.review import (
+    A2I_MAX_INPUT_BYTES,
+    AutoReviewPolicy,
+    LocalHumanLoops,
+    ReviewState,
+    apply_decisions,
+    build_loop_input,
+    decision_from_output,
+    decisions_from_loops,
+    ensure_flow_definition,
+    ensure_human_task_ui,
+    execution_key,
+    flow_definition_request,
+    loop_name,
+    parse_loop_name,
+    serve_local_review,
+)
+
+MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+
+def _image(path: Path, size: tuple[int, int] = (512, 512), seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path, quality=90)
+    return path
+
+
+def _manifest(folder: Path, n: int = 6, **overrides: dict) -> Path:
+    """A labelling manifest of ``n`` valid records (images 512 px), with per-index overrides."""
+    rows = []
+    for i in range(n):
+        ch = "bunny" if i % 2 == 0 else "sintel"
+        name = f"{ch}_clip_f{i:03d}_0"
+        _image(folder / "crops" / f"{name}.jpg", seed=i)
+        row = {"image_ref": f"crops/{name}.jpg", "alt_text": f"{ch.capitalize()} stands in a sunny meadow",
+               "crop_id": name, "character": ch, "needs_review": False}
+        row.update(overrides.get(str(i), {}))
+        rows.append(row)
+    path = folder / "manifest.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def config():
+    return parse_config({"characters": [{"name": "bunny", "display_name": "Buck"}, {"name": "sintel"}]})
+
+
+# -- automatic policy -----------------------------------------------------------------------------------
+
+
+def test_policy_approves_valid_records_and_rejects_each_kind_of_problem(tmp_path):
+    _image(tmp_path / "small.jpg", (256, 256))
+    _image(tmp_path / "wide.jpg", (2600, 512))
+    _image(tmp_path / "ok.jpg")
+    (tmp_path / "not_an_image.jpg").write_text("hello")
+    rows = [
+        {"image_ref": "ok.jpg", "alt_text": "Bunny jumps over a log", "character": "bunny", "crop_id": "a"},
+        {"image_ref": "small.jpg", "alt_text": "Bunny sits", "character": "bunny", "crop_id": "b"},
+        {"image_ref": "wide.jpg", "alt_text": "Bunny runs", "character": "bunny", "crop_id": "c"},
+        {"image_ref": "ok.jpg", "alt_text": "a rabbit in a field", "character": "bunny", "crop_id": "d"},
+        {"image_ref": "ok.jpg", "alt_text": "ok", "character": "bunny", "crop_id": "e"},
+        {"image_ref": "not_an_image.jpg", "alt_text": "Bunny again", "character": "bunny", "crop_id": "f"},
+        {"image_ref": "missing.jpg", "alt_text": "Bunny again", "character": "bunny", "crop_id": "g"},
+        {"image_ref": "bad name!.jpg", "alt_text": "Bunny again", "character": "bunny", "crop_id": "h"},
+        {"image_ref": "ok.jpg", "alt_text": "Bunny, flagged", "metadata": {"character": "bunny", "needs_review": True}},
+    ]
+    policy = AutoReviewPolicy(AutoReviewPolicyConfig(reject_duplicate_images=False), LocalImageProbe(tmp_path))
+    decisions = policy.review(rows)
+    assert [d.decision for d in decisions] == ["approved"] + ["rejected"] * 8
+    reasons = [" ".join(d.reasons) for d in decisions]
+    assert "512 to 4096" in reasons[1]
+    assert "aspect ratio" in reasons[2]
+    assert "does not name the character" in reasons[3]
+    assert "3 to 1024" in reasons[4]
+    assert "cannot be read" in reasons[5]
+    assert "does not exist" in reasons[6]
+    assert "file names may hold only" in reasons[7]
+    assert "needs_review" in reasons[8]
+    assert decisions[8].item_id == "item-00008"  # no crop_id: index-based id
+    assert all(d.reasons for d in decisions)
+
+
+def test_policy_options_change_the_verdicts(tmp_path):
+    _image(tmp_path / "ok.jpg")
+    _image(tmp_path / "ok2.jpg", seed=1)
+    rows = [{"image_ref": "ok.jpg", "alt_text": "  Buck   waves ", "character": "bunny", "needs_review": True},
+            {"image_ref": "ok.jpg", "alt_text": "Buck waves again", "character": "bunny"},
+            {"image_ref": "ok2.jpg", "alt_text": "no name here", "character": "bunny"}]
+    strict = AutoReviewPolicy(AutoReviewPolicyConfig(), LocalImageProbe(tmp_path), {"bunny": ["bunny", "Buck"]})
+    assert [d.decision for d in strict.review(rows)] == ["rejected", "approved", "rejected"]
+    lenient = AutoReviewPolicy(AutoReviewPolicyConfig(reject_needs_review=False, require_character_name=False),
+                               LocalImageProbe(tmp_path), {"bunny": ["bunny", "Buck"]})
+    out = lenient.review(rows)
+    assert [d.decision for d in out] == ["edited", "rejected", "approved"]
+    assert out[0].caption == "Buck waves" and out[0].original_caption == "  Buck   waves "
+    assert any("reject_needs_review is false" in r for r in out[0].reasons)
+    assert "duplicate" in out[1].reasons[0]
+
+
+def test_apply_decisions_builds_exact_training_rows(tmp_path):
+    _image(tmp_path / "a.jpg")
+    rows = [{"image_ref": "a.jpg", "alt_text": "Bunny  hops", "character": "bunny", "crop_id": "x"},
+            {"image_ref": "b.jpg", "alt_text": "Bunny hops", "character": "bunny", "crop_id": "y"}]
+    result = apply_decisions(rows, AutoReviewPolicy(probe=LocalImageProbe(tmp_path)).review(rows))
+    assert (result.approved, result.edited, result.rejected) == (0, 1, 1)
+    assert result.training_rows == [{"image-ref": "a.jpg", "caption": "Bunny hops"}]
+    assert result.reviewed_rows[0]["review"]["original_caption"] == "Bunny  hops"
+    assert result.reviewed_rows[1]["review"]["decision"] == "rejected"
+    assert result.outputs("u") == {"ReviewedManifestUri": "u", "ApprovedCount": "0", "EditedCount": "1",
+                                   "RejectedCount": "1"}
+
+
+# -- local handler --------------------------------------------------------------------------------------
+
+
+def test_local_human_review_writes_both_manifests(tmp_path, config):
+    manifest = _manifest(tmp_path / "data", 7, **{"3": {"alt_text": "a girl on a cliff"},
+                                                   "4": {"needs_review": True}})
+    run = tmp_path / "run" / "HumanReview"
+    out = CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(manifest), "ReviewMode": "auto"}, run, config)
+    assert set(out) == {"ReviewedManifestUri", "ApprovedCount", "EditedCount", "RejectedCount"}
+    assert all(isinstance(v, str) for v in out.values())
+    assert (int(out["ApprovedCount"]), int(out["EditedCount"]), int(out["RejectedCount"])) == (5, 0, 2)
+    train = [json.loads(line) for line in Path(out["ReviewedManifestUri"]).read_text().splitlines()]
+    assert len(train) == 5 and all(set(r) == {"image-ref", "caption"} for r in train)
+    assert all(Path(r["image-ref"]).is_absolute() and Path(r["image-ref"]).is_file() for r in train)
+    reviewed = [json.loads(line) for line in (run / "reviewed_manifest.jsonl").read_text().splitlines()]
+    assert len(reviewed) == 7 and {r["review"]["decision"] for r in reviewed} == {"approved", "rejected"}
+    assert reviewed[3]["crop_id"] == "sintel_clip_f003_0"
+    report = json.loads((run / "review_report.json").read_text())
+    assert report["training_records"] == 5 and report["rejection_reasons"]
+
+
+def test_local_human_review_fails_clearly(tmp_path, config):
+    manifest = _manifest(tmp_path, 6, **{str(i): {"needs_review": True} for i in range(2, 6)})
+    with pytest.raises(TooFewRecordsError, match="at least 5"):
+        CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(manifest), "ReviewMode": "auto"}, tmp_path / "r", config)
+    assert (tmp_path / "r" / "review_report.json").exists()  # the reasons are kept for the user
+    with pytest.raises(InputError, match="needs Amazon A2I"):
+        CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(manifest), "ReviewMode": "a2i"}, tmp_path / "r", config)
+    with pytest.raises(InputError, match="ReviewMode"):
+        CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(manifest), "ReviewMode": "maybe"}, tmp_path / "r",
+                                         config)
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"image-ref": "a.jpg", "caption": "Bunny"}) + "\n")
+    with pytest.raises(InputError, match="labelling manifest"):
+        CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(train)}, tmp_path / "r", config)
+    with pytest.raises(InputError, match="does not exist"):
+        CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(tmp_path / "nope.jsonl")}, tmp_path / "r", config)
+
+
+@pytest.mark.skipif(not MEDIA.is_dir(), reason="../shared/media is absent")
+def test_policy_on_real_reference_crops(tmp_path):
+    refs = sorted((MEDIA / "references").glob("*/*.png"))
+    rows = [{"image_ref": str(p), "alt_text": f"{p.parent.name.capitalize()} in a scene from the film",
+             "character": p.parent.name} for p in refs]
+    decisions = AutoReviewPolicy(probe=LocalImageProbe()).review(rows)
+    for path, decision in zip(refs, decisions, strict=True):
+        with Image.open(path) as im:
+            big_enough = min(im.size) >= 512 and max(im.size) <= 4096 and max(im.size) / min(im.size) <= 4
+        assert (decision.decision == "approved") == big_enough, (path, decision.reasons)
+
+
+# -- A2I names, inputs, outputs, template ----------------------------------------------------------------
+
+
+def test_loop_names_are_valid_deterministic_and_parseable():
+    key = execution_key("arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc", "AbCdE12345")
+    assert key == execution_key("arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc", "AbCdE12345")
+    assert key != execution_key("arn:aws:sagemaker:us-east-1:123456789012:pipeline/p/execution/abc", "AbCdE12346")
+    for prefix in ("storyboard", "My_Project--2-", "x" * 40 + "-y"):
+        name = loop_name(prefix, key, 4999)
+        assert len(name) <= 63 and name == name.lower()
+        assert parse_loop_name(name) == (key, 4999)
+        params = {"HumanLoopName": name, "HumanLoopInput": {"InputContent": "{}"},
+                  "FlowDefinitionArn": "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/f"}
+        assert request_problems("sagemaker-a2i-runtime", "StartHumanLoop", params) == []
+    assert parse_loop_name("someone-elses-loop") is None
+    with pytest.raises(InputError):
+        loop_name("---", key, 1)
+
+
+def test_loop_input_carries_token_and_item_and_respects_size_limit():
+    row = {"image_ref": "s3://b/crops/x.jpg", "alt_text": "Bunny hops", "character": "bunny"}
+    content = json.loads(build_loop_input(row, "x", 3, "AbCdE12345", "arn:exec", "Buck"))
+    assert content["taskObject"] == "s3://b/crops/x.jpg" and content["character"] == "Buck"
+    assert (content["callbackToken"], content["itemId"], content["index"]) == ("AbCdE12345", "x", 3)
+    with pytest.raises(InputError, match="3145728"):
+        build_loop_input({**row, "alt_text": "x" * (A2I_MAX_INPUT_BYTES + 1)}, "x", 3, "t", "e")
+
+
+def _output(*answers: dict, workers: tuple[str, ...] = ("w1", "w2", "w3")) -> dict:
+    return {"humanAnswers": [{"answerContent": a, "workerId": w} for a, w in zip(answers, workers, strict=False)],
+            "inputContent": {"itemId": "x"}, "humanLoopName": "loop"}
+
+
+def _radio(choice: str, caption: str | None = None, reason: str = "") -> dict:
+    out = {c: {"on": c == choice} for c in ("approve", "edit", "reject")}
+    if caption is not None:
+        out["caption"] = caption
+    out["reason"] = reason
+    return out
+
+
+def test_decisions_from_a2i_answers():
+    original = "Bunny hops in the grass"
+    assert decision_from_output(_output(_radio("approve", original)), "x", original).decision == "approved"
+    edited = decision_from_output(_output(_radio("edit", "Bunny hops over a log")), "x", original)
+    assert (edited.decision, edited.caption) == ("edited", "Bunny hops over a log")
+    silent_edit = decision_from_output(_output(_radio("approve", "Bunny naps")), "x", original)
+    assert silent_edit.decision == "edited"  # a changed caption is an edit whatever the button
+    rejected = decision_from_output(_output(_radio("reject", reason="blurred")), "x", original)
+    assert rejected.decision == "rejected" and "blurred" in rejected.reasons[0]
+    assert decision_from_output(_output({"caption": original}), "x", original).decision == "rejected"
+    assert decision_from_output(_output(_radio("edit", "ab")), "x", original).decision == "rejected"
+    assert decision_from_output(_output(), "x", original).decision == "rejected"
+    majority = decision_from_output(_output(_radio("approve"), _radio("reject"), _radio("approve")), "x", original)
+    assert majority.decision == "approved" and majority.reviewer == "a2i:w1,w2,w3"
+    tie = decision_from_output(_output(_radio("approve"), _radio("reject")), "x", original)
+    assert tie.decision == "rejected" and "disagreed" in tie.reasons[0]
+    assert decision_from_output(_output({"decision": "approve"}), "x", original).decision == "approved"
+
+
+def test_template_is_valid_and_checked():
+    text = review_template()
+    assert len(text) <= TEMPLATE_MAX_CHARS
+    assert "grant_read_access" in text and "<crowd-form>" in text
+    for bad in ("", "<crowd-form></crowd-form>", text.replace("grant_read_access", "x"), text + "x" * 130_000):
+        with pytest.raises(InputError):
+            check_template(bad)
+
+
+def test_task_ui_and_flow_definition_are_created_idempotently():
+    import boto3
+
+    sm = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="a", aws_secret_access_key="b")
+    ui_arn = "arn:aws:sagemaker:us-east-1:123456789012:human-task-ui/storyboard-review-ui"
+    flow_arn = "arn:aws:sagemaker:us-east-1:123456789012:flow-definition/storyboard-review"
+    workteam = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t"
+    review = parse_config({"review": {"workteam_arn": workteam,
+                                      "role_arn": "arn:aws:iam::123456789012:role/a2i"}}).review
+    request = flow_definition_request("storyboard-review", review, ui_arn, "s3://bucket/review/a2i")
+    assert "HumanLoopRequestSource" not in request
+    with Stubber(sm) as stub:
+        stub.add_client_error("describe_human_task_ui", "ResourceNotFound")
+        stub.add_response("create_human_task_ui", {"HumanTaskUiArn": ui_arn},
+                          {"HumanTaskUiName": "storyboard-review-ui", "UiTemplate": {"Content": ANY}})
+        stub.add_client_error("describe_flow_definition", "ResourceNotFound")
+        stub.add_response("create_flow_definition", {"FlowDefinitionArn": flow_arn}, request)
+        stub.add_response("describe_human_task_ui", {
+            "HumanTaskUiArn": ui_arn, "HumanTaskUiName": "storyboard-review-ui", "CreationTime": "2026-01-01",
+            "UiTemplate": {}})
+        stub.add_response("describe_flow_definition", {
+            "FlowDefinitionArn": flow_arn, "FlowDefinitionName": "storyboard-review", "FlowDefinitionStatus": "Active",
+            "CreationTime": "2026-01-01", "OutputConfig": {"S3OutputPath": "s3://bucket/review/a2i"},
+            "RoleArn": "arn:aws:iam::123456789012:role/a2i"})
+        assert ensure_human_task_ui(sm, "storyboard-review-ui", review_template()) == ui_arn
+        assert ensure_flow_definition(sm, request) == flow_arn
+        assert ensure_human_task_ui(sm, "storyboard-review-ui", review_template()) == ui_arn  # exists: reused
+        assert ensure_flow_definition(sm, request) == flow_arn
+        stub.assert_no_pending_responses()
+    with pytest.raises(InputError, match="workteam_arn"):
+        flow_definition_request("f", parse_config({}).review, ui_arn, "s3://b/p")
+
+
+# -- local review page ----------------------------------------------------------------------------------
+
+
+def test_local_review_page_collects_answers(tmp_path, config):
+    manifest = _manifest(tmp_path, 3)
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    loops = LocalHumanLoops(tmp_path / "loops")
+    key = execution_key("local", "t")
+    state = ReviewState("local", "t", key, str(manifest), "local", str(tmp_path),
+                        [{"name": loop_name("storyboard", key, i), "item_id": r["crop_id"], "index": i}
+                         for i, r in enumerate(rows)])
+    for row, loop in zip(rows, state.loops, strict=True):
+        loops.start(loop["name"], build_loop_input(row, loop["item_id"], loop["index"], "t", "local"))
+    names = [loop["name"] for loop in state.loops]
+    ready = threading.Event()
+    urls: list[str] = []
+
+    def on_ready(url: str) -> None:
+        urls.append(url)
+        ready.set()
+
+    server = threading.Thread(target=serve_local_review, args=(loops, names, LocalImageProbe(tmp_path).resolve),
+                              kwargs={"port": 0, "timeout_s": 30, "on_ready": on_ready})
+    server.start()
+    assert ready.wait(10)
+    page = urllib.request.urlopen(urls[0], timeout=5).read().decode()
+    assert "Bunny stands in a sunny meadow" in page and "/image?loop=" in page
+    image = urllib.request.urlopen(f"{urls[0]}image?loop={names[0]}", timeout=5)
+    assert image.headers["Content-Type"] == "image/jpeg" and len(image.read()) > 1000
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None  # the server answers 303 to the page; the last POST ends the server
+
+    opener = urllib.request.build_opener(NoRedirect)
+    answers = [("approve", rows[0]["alt_text"], ""), ("edit", "Sintel climbs a rock", ""), ("reject", "", "blurred")]
+    for name, (decision, caption, reason) in zip(names, answers, strict=True):
+        body = urllib.parse.urlencode({"loop": name, "decision": decision, "caption": caption or rows[2]["alt_text"],
+                                       "reason": reason}).encode()
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            opener.open(urllib.request.Request(urls[0], data=body, method="POST"), timeout=5)
+        assert redirect.value.code == 303
+    server.join(10)
+    assert not server.is_alive()
+    statuses = {n: loops.status(n) for n in names}
+    outputs = {n: json.loads(Path(s.output_uri).read_text()) for n, s in statuses.items()}
+    decisions = decisions_from_loops(rows, state, statuses, outputs)
+    assert [d.decision for d in decisions] == ["approved", "edited", "rejected"]
+    assert decisions[1].caption == "Sintel climbs a rock" and "blurred" in decisions[2].reasons[0]
+
+
+def test_local_review_page_refuses_non_loopback_and_times_out(tmp_path):
+    loops = LocalHumanLoops(tmp_path)
+    loops.start("storyboard-aaaaaaaaaaaa-00000", json.dumps({"taskObject": "x.jpg", "caption": "c", "itemId": "x"}))
+    with pytest.raises(InputError, match="loopback"):
+        serve_local_review(loops, ["storyboard-aaaaaaaaaaaa-00000"], str, host="0.0.0.0")
+    with pytest.raises(InputError, match="timed out"):
+        serve_local_review(loops, ["storyboard-aaaaaaaaaaaa-00000"], str, port=0, timeout_s=0.3)
+    loops.stop("storyboard-aaaaaaaaaaaa-00000")
+    assert loops.status("storyboard-aaaaaaaaaaaa-00000").status == "Stopped"
+    with pytest.raises(InputError, match="stopped"):
+        loops.answer("storyboard-aaaaaaaaaaaa-00000", {"approve": {"on": True}})
+
+
+def test_local_a2i_mode_reviews_in_the_browser(tmp_path):
+    import re
+    import socket
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = parse_config({"characters": [{"name": "bunny"}, {"name": "sintel"}],
+                           "review": {"local_review_page": True, "local_review_port": port,
+                                      "local_review_timeout_s": 60}})
+    manifest = _manifest(tmp_path / "data", 6)
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["out"] = CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(manifest), "ReviewMode": "a2i"},
+                                                             tmp_path / "run", config)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    url = f"http://127.0.0.1:{port}/"
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    for i in range(6):
+        for _ in range(100):
+            try:
+                page = urllib.request.urlopen(url, timeout=5).read().decode()
+                break
+            except OSError:
+                time.sleep(0.05)
+        name = re.search(r'name="loop" value="([^"]+)"', page).group(1)
+        caption = re.search(r"<textarea[^>]*>([^<]*)</textarea>", page).group(1)
+        decision = "reject" if i == 0 else "approve"
+        body = urllib.parse.urlencode({"loop": name, "decision": decision, "caption": caption}).encode()
+        with pytest.raises(urllib.error.HTTPError):
+            opener.open(urllib.request.Request(url, data=body, method="POST"), timeout=5)
+    worker.join(30)
+    assert "error" not in result, result.get("error")
+    assert (result["out"]["ApprovedCount"], result["out"]["RejectedCount"]) == ("5", "1")
+    assert len((tmp_path / "run" / "train.jsonl").read_text().splitlines()) == 5
+    reviewed = [json.loads(line) for line in (tmp_path / "run" / "reviewed_manifest.jsonl").read_text().splitlines()]
+    assert reviewed[0]["review"]["decision"] == "rejected" and reviewed[1]["review"]["reviewer"] == "a2i:local-reviewer"
