@@ -67,22 +67,28 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
     return count
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSON Lines file; blank lines are skipped.
+def parse_jsonl(text: str, source: str = "JSON Lines") -> list[dict[str, Any]]:
+    """Parse JSON Lines text into objects; blank lines are skipped.
 
     Raises:
-        ValueError: a line is not a JSON object; the message names the file and line number.
+        InputError: a line is not a JSON object; the message names ``source`` and the line number.
     """
+    from steps.errors import InputError
+
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{source}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{source}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
     return rows
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSON Lines file (:func:`parse_jsonl`); raises InputError (a ValueError) naming the line."""
+    return parse_jsonl(Path(path).read_text(encoding="utf-8"), str(path))

@@ -120,12 +120,6 @@ def test_make_captioner_picks_the_backend(aws_env):
 
 # -- Nova Pro through a stubbed Converse -------------------------------------------------------------
 
-@pytest.fixture
-def aws_env(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture

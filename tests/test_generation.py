@@ -38,12 +38,6 @@ BASE_MODEL = "amazon.nova-canvas-v1:0"
 CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdef123456"
 
 
-@pytest.fixture
-def aws_env(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture

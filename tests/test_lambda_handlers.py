@@ -36,11 +36,7 @@ UI_ARN = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:human-task-ui/storyboard-review
 
 
 @pytest.fixture
-def aws(monkeypatch):
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                       ("AWS_SECURITY_TOKEN", "testing"), ("AWS_SESSION_TOKEN", "testing"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
+def aws(aws_env):
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         for bucket in ("data-bucket", "review-bucket"):

@@ -307,11 +307,8 @@ def test_mismatched_embedding_dimensions(sets, tmp_path):
 # --- prompt fidelity with Titan (Stubber) ------------------------------------------------------------------
 
 
-def test_titan_backend_requests_and_prompt_fidelity(sets, tmp_path, monkeypatch):
+def test_titan_backend_requests_and_prompt_fidelity(sets, tmp_path, aws_env):
     titan = pytest.importorskip("evaluation.titan")
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
     client = boto3.client("bedrock-runtime", region_name="us-east-1")
     sent: list[dict] = []
 

@@ -42,12 +42,6 @@ def _event(**overrides: str) -> dict:
     return event
 
 
-@pytest.fixture
-def aws_env(monkeypatch):
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                       ("AWS_SECURITY_TOKEN", "testing"), ("AWS_SESSION_TOKEN", "testing"),
-                       ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(key, value)
 
 
 # -- request --------------------------------------------------------------------------------------------

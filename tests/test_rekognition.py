@@ -21,12 +21,6 @@ MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 LABELS = ["Person", "Animal", "Mammal", "Cartoon", "Toy", "Face", "Rabbit", "Bird"]
 
 
-@pytest.fixture
-def aws_env(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
 @pytest.fixture

@@ -27,14 +27,6 @@ from steps.errors import InputError
 
 
 @pytest.fixture
-def aws_env(monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-
-
-@pytest.fixture
 def bedrock(aws_env):
     client = boto3.client("bedrock-runtime", region_name="us-east-1")
     sent: list[dict] = []

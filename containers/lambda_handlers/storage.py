@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from steps import io as sio
 from steps.errors import InputError
+from steps.io import parse_jsonl
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -195,18 +196,7 @@ def read_jsonl(store: ObjectStore, uri: str) -> list[dict[str, Any]]:
     Raises:
         InputError: a line is not a JSON object; the message names the line.
     """
-    rows = []
-    for lineno, line in enumerate(store.read_bytes(uri).decode("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{uri}:{lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{uri}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        rows.append(row)
-    return rows
+    return parse_jsonl(store.read_bytes(uri).decode("utf-8"), uri)
 
 
 def write_jsonl(store: ObjectStore, uri: str, rows: Iterable[Mapping[str, Any]]) -> int:
