@@ -165,7 +165,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
         "dedup.threshold": config.dedup.threshold,
     }
     records: list[CropRecord] = []
-    kept_images: dict[str, np.ndarray] = {}
+    embedded = _CropEmbeddings(embedder)
     frames_with: Counter[str] = Counter()
     ext = "png" if crop_cfg.image_format == "png" else "jpg"
     (out / "crops" / "dropped").mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
                 frames_log.write(_dumps(row))
                 for name in {d.character for d in kept}:
                     frames_with[name] += 1
-                records.extend(_crop_detections(frame, kept, config, out, ext, kept_images))
+                records.extend(_crop_detections(frame, kept, config, out, ext, embedded))
             summary.videos.append({"path": info.path, "width": info.width, "height": info.height,
                                    "fps": round(info.fps, 3), "duration_s": round(info.duration_s, 3),
                                    "frames_sampled": sampled})
@@ -208,7 +208,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     # De-duplicate each character's crops by embedding similarity, keeping the sharpest.
     candidates = [r for r in records if r.dropped_reason is None]
     ids = [r.crop_id for r in candidates]
-    emb = embedder.embed_images([kept_images[i] for i in ids]) if ids else np.zeros((0, embedder.dimension))
+    emb = embedded.matrix(ids)
     result = deduplicate(emb, [r.sharpness for r in candidates], [r.character for r in candidates],
                          config.dedup.threshold, config.dedup.block_size)
     for i, rec in enumerate(candidates):
@@ -237,8 +237,36 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     return summary
 
 
+class _CropEmbeddings:
+    """Embeds crops in batches as they are cut, so only vectors, not pixels, wait for de-duplication."""
+
+    def __init__(self, embedder: ImageEmbedder, batch: int = 32) -> None:
+        self.embedder = embedder
+        self.batch = batch
+        self.pending: list[tuple[str, np.ndarray]] = []
+        self.vectors: dict[str, np.ndarray] = {}
+
+    def add(self, crop_id: str, image: np.ndarray) -> None:
+        self.pending.append((crop_id, image))
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            vecs = self.embedder.embed_images([img for _, img in self.pending])
+            self.vectors.update({cid: vecs[i] for i, (cid, _) in enumerate(self.pending)})
+            self.pending = []
+
+    def matrix(self, ids: Sequence[str]) -> np.ndarray:
+        """The ``(len(ids), D)`` embeddings of ``ids``, in that order."""
+        self.flush()
+        if not ids:
+            return np.zeros((0, self.embedder.dimension), np.float32)
+        return np.stack([self.vectors[i] for i in ids]).astype(np.float32)
+
+
 def _crop_detections(frame: SampledFrame, detections: list[Detection], config: StoryboardConfig, out: Path,
-                     ext: str, kept_images: dict[str, np.ndarray]) -> list[CropRecord]:
+                     ext: str, embedded: _CropEmbeddings) -> list[CropRecord]:
     crop_cfg = config.crops
     records = []
     for n, det in enumerate(detections):
@@ -265,7 +293,7 @@ def _crop_detections(frame: SampledFrame, detections: list[Detection], config: S
             rec.width, rec.height = int(result.image.shape[1]), int(result.image.shape[0])
             rec.scale = round(result.scale, 4)
             rec.upscaled = result.scale > 1.0 + 1e-9
-            kept_images[crop_id] = result.image
+            embedded.add(crop_id, result.image)
         records.append(rec)
     return records
 

