@@ -21,10 +21,11 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from evaluation.embeddings import ImageEmbedder, make_embedder
@@ -89,13 +90,30 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, owned: Sequence[str]) -> Non
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+MINING_MAX_HEIGHT = 540
+"""Mining frames are downscaled to at most this height: the detector's descriptors see 64 px windows, and
+the memory held by training stays bounded (150 frames of 960x540 RGB: about 230 MiB)."""
+
+
+def _downscale(frame: SampledFrame, max_height: int) -> SampledFrame:
+    h, w = frame.image.shape[:2]
+    if h <= max_height:
+        return frame
+    scale = max_height / h
+    image = cv2.resize(frame.image, (max(1, round(w * scale)), max_height), interpolation=cv2.INTER_AREA)
+    x, y, cw, ch = frame.content_box
+    box = (round(x * scale), round(y * scale), max(1, round(cw * scale)), max(1, round(ch * scale)))
+    return replace(frame, image=image, content_box=box)
+
+
 def _mining_frames(infos: Sequence[VideoInfo], config: StoryboardConfig) -> Iterator[SampledFrame]:
-    """Frames spread evenly over all videos, at most ``detection.mining_frames`` in all."""
+    """Frames spread evenly over all videos, at most ``detection.mining_frames`` in all, downscaled."""
     budget = max(1, config.detection.mining_frames // max(1, len(infos)))
     for info in infos:
         every = max(config.sampling.every_s, (info.duration_s or budget) / budget)
         mining = config.sampling.model_copy(update={"mode": "interval", "every_s": every, "max_frames": budget})
-        yield from sample_frames(info.path, mining, progress=False, info=info)
+        for frame in sample_frames(info.path, mining, progress=False, info=info):
+            yield _downscale(frame, MINING_MAX_HEIGHT)
 
 
 def build_detector(config: StoryboardConfig, references: dict[str, list[ReferenceImage]],
