@@ -1,9 +1,233 @@
-"""`storyboard` sub-commands: local (to be filled in)."""
+"""`storyboard run --local`: execute the compiled pipeline definition on this machine (DESIGN §6).
+
+::
+
+    storyboard run --local --video clip.mp4 --characters characters/ [--config pipeline.yaml]
+                   [--evaluation-images DIR] [--param Name=Value ...] [--runs runs] [--execution-id ID]
+    storyboard run --local --resume <execution-id> [--runs runs]
+
+The definition is compiled from the configuration exactly as ``storyboard compile`` does and run by
+:class:`pipeline.local_runner.LocalRunner`; processing steps run their container entry points, the
+Callback and Lambda steps the local handlers of ``containers.lambda_handlers.local`` (automatic review,
+dry-run fine-tune, local registry file). In local runs the S3 URI parameters also take local paths;
+``--video`` and ``--characters`` are shorthands for ``InputVideosS3Uri`` and ``ReferencesS3Uri`` (the
+same layout as ``storyboard prepare``), ``--evaluation-images`` for ``EvaluationImagesUri``.
+
+Exit status: 0 the execution succeeded; 1 a step failed (resume it with ``--resume``); 2 bad input;
+3 the execution ended in a Fail step (a model was not registered, for the reason printed: for
+example a dry-run fine-tune, which trains nothing); 130 interrupted (resumable).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from steps.errors import InputError
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED, EXIT_FAIL_STEP, EXIT_INTERRUPTED = 1, 3, 130
+LOCAL_PATH_PARAMETERS = ("InputVideosS3Uri", "ReferencesS3Uri", "PipelineConfigS3Uri", "EvaluationImagesUri")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to ``subparsers``."""
+    """Add ``run`` to ``subparsers``."""
+    parser = subparsers.add_parser(
+        "run", help="run the pipeline definition on this machine (--local)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--local", action="store_true", required=True,
+                        help="run locally (required; SageMaker executions start with `storyboard start`)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="pipeline.yaml (default: ./pipeline.yaml if present, else built-in defaults)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a pipeline parameter (repeatable)")
+    parser.add_argument("--video", action="append", default=[], type=Path, metavar="PATH",
+                        help="input video (repeatable); sets InputVideosS3Uri")
+    parser.add_argument("--characters", type=Path, default=None, metavar="DIR",
+                        help="reference images, DIR/<character>/*; sets ReferencesS3Uri")
+    parser.add_argument("--evaluation-images", type=Path, default=None, metavar="DIR",
+                        help="already generated images for Evaluate; sets EvaluationImagesUri")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default: runs)")
+    parser.add_argument("--resume", default=None, metavar="EXECUTION_ID",
+                        help="resume a failed or interrupted execution from its failed step")
+    parser.add_argument("--execution-id", default=None, help="ID of a new execution (default: generated)")
+    parser.set_defaults(func=run_local)
+
+
+REGISTER_HANDLER = "storyboard-register-model"
+
+
+def load_local_handlers(register_function_arn: str | None = None) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """``(CALLBACK_HANDLERS, LAMBDA_HANDLERS, import error)`` of ``containers.lambda_handlers.local``.
+
+    The Lambda handlers are keyed by function name; the configured RegisterModel function
+    (``register_function_arn``, whose name follows the project name) is mapped to the register handler.
+    """
+    try:
+        from containers.lambda_handlers.local import CALLBACK_HANDLERS, LAMBDA_HANDLERS
+    except ImportError as err:
+        return {}, {}, f"{type(err).__name__}: {err}"
+    lambdas = dict(LAMBDA_HANDLERS)
+    if register_function_arn and REGISTER_HANDLER in lambdas:
+        name = register_function_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        lambdas.setdefault(name, lambdas[REGISTER_HANDLER])
+    return dict(CALLBACK_HANDLERS), lambdas, None
+
+
+def _load_config(path: Path | None) -> Any:
+    from pipeline.config import load_config
+
+    if path is None and Path("pipeline.yaml").is_file():
+        path = Path("pipeline.yaml")
+    return load_config(path)
+
+
+def local_config_document(config: Any) -> dict[str, Any]:
+    """The configuration the local containers read: all of it (local reference paths are valid here)
+    except the ``sagemaker`` section."""
+    data = config.model_dump(mode="json")
+    data.pop("sagemaker", None)
+    return data
+
+
+def _input_overrides(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    if args.video:
+        videos = [p.expanduser().resolve() for p in args.video]
+        missing = [str(p) for p in videos if not p.is_file()]
+        if missing:
+            raise InputError(f"--video: {', '.join(missing)} does not exist")
+        if len(videos) == 1:
+            overrides["InputVideosS3Uri"] = str(videos[0])
+        else:
+            folder = run_dir / "inputs" / "videos"
+            folder.mkdir(parents=True, exist_ok=True)
+            for index, video in enumerate(videos):
+                link = folder / f"{index:03d}_{video.name}"
+                if not link.exists():
+                    os.symlink(video, link)
+            overrides["InputVideosS3Uri"] = str(folder)
+    if args.characters is not None:
+        characters = args.characters.expanduser().resolve()
+        if not characters.is_dir():
+            raise InputError(f"--characters {args.characters}: not a folder (expected DIR/<character>/ images)")
+        overrides["ReferencesS3Uri"] = str(characters)
+    if args.evaluation_images is not None:
+        images = args.evaluation_images.expanduser().resolve()
+        if not images.is_dir():
+            raise InputError(f"--evaluation-images {args.evaluation_images}: not a folder")
+        overrides["EvaluationImagesUri"] = str(images)
+    return overrides
+
+
+def _check_local_inputs(values: dict[str, Any]) -> None:
+    for name in ("InputVideosS3Uri", "ReferencesS3Uri"):
+        value = str(values.get(name, ""))
+        if value.startswith("s3://"):
+            flag = "--video PATH" if name == "InputVideosS3Uri" else "--characters DIR"
+            raise InputError(f"{name} is {value}; a local run reads local files: give {flag} or "
+                             f"--param {name}=<local path>")
+        if value and not Path(value).expanduser().exists():
+            raise InputError(f"{name}: {value} does not exist")
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Run (or resume) a local execution and print its step summary; returns the exit status."""
+    from pipeline.local_runner import LocalRunner, new_execution_id, resolve_parameters
+    from pipeline.parameters import parse_assignments
+
+    runs_dir = args.runs.expanduser().resolve()
+    if args.resume:
+        if args.param or args.video or args.characters or args.evaluation_images or args.execution_id:
+            raise InputError("--resume runs an execution again with its own parameters; do not combine it with "
+                             "--param, --video, --characters, --evaluation-images or --execution-id")
+        from pipeline.config import parse_config
+
+        run_dir = runs_dir / args.resume
+        config_file = run_dir / "inputs" / "config" / "pipeline.json"
+        if not config_file.is_file():
+            raise InputError(f"{run_dir} holds no local execution; check --runs and the execution ID")
+        config = parse_config(json.loads(config_file.read_text(encoding="utf-8")), source=str(config_file))
+        definition = json.loads((run_dir / "definition.json").read_text(encoding="utf-8"))
+        runner = LocalRunner.resume(run_dir, config=config, **_handlers(_register_arn(definition)))
+        print(f"resuming {runner.execution_id} in {run_dir}")
+    else:
+        from pipeline.compile import compile_definition
+        from pipeline.sagemaker_config import resolve_settings
+        from steps.io import write_json
+
+        config = _load_config(args.config)
+        settings = resolve_settings(config)
+        overrides: dict[str, Any] = parse_assignments(args.param)
+        execution_id = args.execution_id or new_execution_id()
+        run_dir = runs_dir / execution_id
+        if (run_dir / "execution.json").exists():
+            raise InputError(f"{run_dir} already holds an execution; resume it with --resume {execution_id}")
+        shorthand = _input_overrides(args, run_dir)
+        clash = sorted(set(shorthand) & set(overrides))
+        if clash:
+            raise InputError(f"{', '.join(clash)} given both as --param and by a shorthand option; give it once")
+        overrides.update(shorthand)
+        for name in LOCAL_PATH_PARAMETERS:  # local paths made absolute: entry points run in another folder
+            value = str(overrides.get(name, ""))
+            if value and "://" not in value:
+                overrides[name] = str(Path(value).expanduser().resolve())
+        definition = compile_definition(config, settings)
+        config_dir = run_dir / "inputs" / "config"
+        overrides.setdefault("PipelineConfigS3Uri", str(config_dir))
+        values = resolve_parameters(definition, overrides)
+        _check_local_inputs(values)
+        write_json(config_dir / "pipeline.json", local_config_document(config))
+        execution_prefix = f"{settings.base_uri}/{settings.pipeline_name}/{execution_id}"
+        runner = LocalRunner.create(definition, runs_dir, pipeline_name=settings.pipeline_name, parameters=values,
+                                    execution_id=execution_id, region=settings.region, account=settings.account,
+                                    s3_prefixes={execution_prefix: run_dir}, config=config,
+                                    **_handlers(settings.register_function_arn))
+        print(f"local execution {execution_id}: {run_dir}")
+    try:
+        result = runner.run()
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: storyboard run --local --resume {runner.execution_id} "
+              f"--runs {args.runs}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(format_summary(result))
+    if result.status == "Succeeded":
+        return 0
+    if result.failed_step_type == "Fail":
+        return EXIT_FAIL_STEP
+    print(f"resume with: storyboard run --local --resume {result.execution_id} --runs {args.runs}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _handlers(register_function_arn: str | None) -> dict[str, Any]:
+    callbacks, lambdas, import_error = load_local_handlers(register_function_arn)
+    return dict(callback_handlers=callbacks, lambda_handlers=lambdas, handler_import_error=import_error)
+
+
+def _register_arn(definition: dict[str, Any]) -> str | None:
+    """The FunctionArn of the RegisterModel step in a compiled definition (searched through branches)."""
+    from pipeline.definition import REGISTER
+    from pipeline.local_runner import flatten_steps
+
+    info = flatten_steps(definition).get(REGISTER)
+    return info.spec.get("FunctionArn") if info else None
+
+
+def format_summary(result: Any) -> str:
+    """A plain-text table of the steps (status, duration, outputs) and the execution's outcome."""
+    lines = [f"{'step':<20} {'type':<11} {'status':<12} outputs / failure reason"]
+    for record in result.steps:
+        detail = record.FailureReason or ", ".join(f"{k}={v}" for k, v in sorted(record.Outputs.items()))
+        lines.append(f"{record.StepName:<20} {record.StepType:<11} {record.StepStatus:<12} {detail}")
+    lines.append("")
+    lines.append(f"execution {result.execution_id}: {result.status}")
+    if result.failure_reason:
+        lines.append(f"reason: {result.failure_reason}")
+    lines.append(f"run folder: {result.run_dir} (status.json, <step>/step.log, <step>/output/)")
+    return "\n".join(lines)

@@ -1,0 +1,334 @@
+"""The pipeline parameters users set when they start an execution (in Studio or with ``storyboard start``).
+
+Each parameter has a name, a type, a description and a default. The default comes, in this order, from
+``sagemaker.parameters.<Name>`` in ``pipeline.yaml``, from the section that owns the setting (for
+example ``sampling.every_s``), or from the fallback written here with its source.
+
+The pipeline definition format has no field for a parameter's description, so the descriptions are
+shown in the pipeline's description (Studio's pipeline page), by ``storyboard start --help`` and in the
+README; the names are chosen to read on their own in Studio's "Create execution" form.
+
+``stepCount``, ``batchSize`` and ``learningRate`` keep the spelling of the Bedrock hyperparameters they
+feed (Nova Canvas ranges, DESIGN §5: 10..20,000; 8..192; 1e-7..1e-4; defaults 500, 8, 1e-5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from steps.errors import InputError
+
+if TYPE_CHECKING:
+    from pipeline.config import StoryboardConfig
+    from pipeline.sagemaker_config import SageMakerSettings
+
+ParameterType = Literal["String", "Integer", "Float"]
+ParameterValue = str | int | float
+
+# Names, used by definition.py and the local runner.
+INPUT_VIDEOS = "InputVideosS3Uri"
+REFERENCES = "ReferencesS3Uri"
+CONFIG_URI = "PipelineConfigS3Uri"
+SAMPLING_MODE = "SamplingMode"
+SAMPLING_INTERVAL = "SamplingIntervalSeconds"
+DEDUP_THRESHOLD = "DedupSimilarityThreshold"
+CAPTION_MODEL = "CaptionModelId"
+EMBEDDING_MODEL = "EmbeddingModelId"
+BASE_MODEL = "BaseModelId"
+STEP_COUNT = "stepCount"
+BATCH_SIZE = "batchSize"
+LEARNING_RATE = "learningRate"
+REVIEW_MODE = "ReviewMode"
+DRY_RUN = "DryRun"
+MIN_SIMILARITY = "MinCharacterSimilarity"
+MIN_IMPROVEMENT = "MinImprovementOverBase"
+MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
+EVALUATION_IMAGES = "EvaluationImagesUri"
+INSTANCE_TYPE = "ProcessingInstanceType"
+INSTANCE_COUNT = "ProcessingInstanceCount"
+
+NOVA_CANVAS_MODEL_ID = "amazon.nova-canvas-v1:0"
+
+
+def _setting(config: StoryboardConfig, dotted: str, fallback: Any) -> Any:
+    """The value at ``dotted`` (for example ``"finetune.base_model_id"``) or ``fallback`` if absent."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not hasattr(node, part):
+            return fallback
+        node = getattr(node, part)
+    return fallback if node is None else node
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """One pipeline parameter.
+
+    Attributes:
+        name: parameter name as it appears in the definition and in Studio.
+        type: ``String``, ``Integer`` or ``Float`` (the definition's parameter types).
+        description: one or two sentences for Studio users.
+        source: where the default comes from (a dotted ``pipeline.yaml`` key, or a derived value).
+        default: computes the default from the configuration and the resolved SageMaker settings.
+        enum: allowed values of a String parameter, or ``None``.
+        minimum, maximum: allowed range of a numeric parameter (checked by the command line and the
+            local runner; SageMaker itself does not check ranges).
+    """
+
+    name: str
+    type: ParameterType
+    description: str
+    source: str
+    default: Callable[[StoryboardConfig, SageMakerSettings], ParameterValue]
+    enum: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
+    ParameterSpec(INPUT_VIDEOS, "String",
+                  "S3 prefix (or one object) holding the videos to learn from. ExtractFrames shards the "
+                  "objects under it across ProcessingInstanceCount instances. Local runs also take a path.",
+                  "s3://<bucket>/<prefix>/input/videos/",
+                  lambda c, s: f"{s.base_uri}/input/videos/"),
+    ParameterSpec(REFERENCES, "String",
+                  "S3 prefix with one folder of reference images per character (<prefix>/<character>/*.png, "
+                  "optionally references.yaml). Local runs also take a folder.",
+                  "s3://<bucket>/<prefix>/input/references/",
+                  lambda c, s: f"{s.base_uri}/input/references/"),
+    ParameterSpec(CONFIG_URI, "String",
+                  "The pipeline.yaml the processing containers read; storyboard upsert uploads it here "
+                  "(the key carries the file's hash).",
+                  "s3://<bucket>/<prefix>/config/<sha256>/pipeline.json",
+                  lambda c, s: _config_uri(c, s)),
+    ParameterSpec(SAMPLING_MODE, "String",
+                  "Frame sampling: interval (one frame every SamplingIntervalSeconds), keyframes (I-frames "
+                  "only, fastest) or shots (one frame per shot plus interval frames in long shots).",
+                  "sampling.mode", lambda c, s: c.sampling.mode, enum=("interval", "keyframes", "shots")),
+    ParameterSpec(SAMPLING_INTERVAL, "Float",
+                  "Seconds between sampled frames in interval and shots modes.",
+                  "sampling.every_s", lambda c, s: float(c.sampling.every_s), minimum=0.001, maximum=3600.0),
+    ParameterSpec(DEDUP_THRESHOLD, "Float",
+                  "Cosine similarity of image embeddings at or above which two crops of one character are "
+                  "near-duplicates; the later one is dropped (0 to 1, higher keeps more).",
+                  "dedup.threshold", lambda c, s: float(c.dedup.threshold), minimum=0.0, maximum=1.0),
+    ParameterSpec(CAPTION_MODEL, "String",
+                  "Bedrock model or inference profile that captions the crops (captions.backend nova-pro).",
+                  "captions.model_id", lambda c, s: c.captions.model_id),
+    ParameterSpec(EMBEDDING_MODEL, "String",
+                  "Bedrock image-embedding model for de-duplication and evaluation (embeddings.backend titan).",
+                  "embeddings.titan_model_id", lambda c, s: c.embeddings.titan_model_id),
+    ParameterSpec(BASE_MODEL, "String",
+                  "Nova Canvas base model to fine-tune; it must be ACTIVE in Bedrock (fine-tuning is offered "
+                  "in us-east-1).",
+                  "finetune.base_model_id", lambda c, s: _setting(c, "finetune.base_model_id", NOVA_CANVAS_MODEL_ID)),
+    ParameterSpec(STEP_COUNT, "Integer",
+                  "Bedrock hyperparameter stepCount: training steps (10 to 20,000).",
+                  "finetune.hyperparameters.step_count",
+                  lambda c, s: int(_setting(c, "finetune.hyperparameters.step_count", 500)),
+                  minimum=10, maximum=20000),
+    ParameterSpec(BATCH_SIZE, "Integer",
+                  "Bedrock hyperparameter batchSize: images per training step (8 to 192).",
+                  "finetune.hyperparameters.batch_size",
+                  lambda c, s: int(_setting(c, "finetune.hyperparameters.batch_size", 8)),
+                  minimum=8, maximum=192),
+    ParameterSpec(LEARNING_RATE, "Float",
+                  "Bedrock hyperparameter learningRate (1e-7 to 1e-4).",
+                  "finetune.hyperparameters.learning_rate",
+                  lambda c, s: float(_setting(c, "finetune.hyperparameters.learning_rate", 1e-5)),
+                  minimum=1e-7, maximum=1e-4),
+    ParameterSpec(DRY_RUN, "String",
+                  "true: FineTune validates the data and the Bedrock request and writes the request without "
+                  "starting a job (no cost, no model, nothing registered); false: run the customization job.",
+                  "finetune.dry_run", lambda c, s: "true" if _setting(c, "finetune.dry_run", True) else "false",
+                  enum=("true", "false")),
+    ParameterSpec(REVIEW_MODE, "String",
+                  "a2i: reviewers approve, edit or reject every image and caption in Amazon A2I; auto: an "
+                  "automatic policy approves the captioned crops without people.",
+                  "review.mode", lambda c, s: _setting(c, "review.mode", "a2i"), enum=("a2i", "auto")),
+    ParameterSpec(MIN_SIMILARITY, "Float",
+                  "Quality gate: the fine-tuned model's mean character similarity (generated images vs the "
+                  "references) must reach this value to be registered.",
+                  "evaluation.min_character_similarity",
+                  lambda c, s: float(_setting(c, "evaluation.min_character_similarity", 0.5)),
+                  minimum=-1.0, maximum=1.0),
+    ParameterSpec(MIN_IMPROVEMENT, "Float",
+                  "Quality gate: the fine-tuned model's character similarity minus the base model's must reach "
+                  "this value (DreamBooth reports differences of about 0.1 as significant to users).",
+                  "evaluation.min_improvement",
+                  lambda c, s: float(_setting(c, "evaluation.min_improvement", 0.0)),
+                  minimum=-2.0, maximum=2.0),
+    ParameterSpec(MODEL_PACKAGE_GROUP, "String",
+                  "Model Registry group that receives the model package (PendingManualApproval).",
+                  "registry.model_package_group_name",
+                  lambda c, s: _setting(c, "registry.model_package_group_name", f"{c.project}-nova-canvas")),
+    ParameterSpec(EVALUATION_IMAGES, "String",
+                  "Optional folder (S3 prefix, or a path in local runs) of already generated evaluation images; "
+                  "empty: Evaluate generates them with the base and the fine-tuned model.",
+                  "evaluation.images_uri", lambda c, s: str(_setting(c, "evaluation.images_uri", ""))),
+    ParameterSpec(INSTANCE_TYPE, "String",
+                  "Instance type of the processing steps (ExtractFrames, CaptionImages, Evaluate).",
+                  "sagemaker.processing_instance_type", lambda c, s: c.sagemaker.processing_instance_type),
+    ParameterSpec(INSTANCE_COUNT, "Integer",
+                  "Instances of ExtractFrames; the videos are sharded across them by S3 key.",
+                  "sagemaker.processing_instance_count", lambda c, s: int(c.sagemaker.processing_instance_count),
+                  minimum=1, maximum=100),
+)
+
+SPECS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
+
+
+def container_config(config: StoryboardConfig) -> dict[str, Any]:
+    """The configuration the processing containers receive, as a JSON-ready mapping.
+
+    Reference image paths on this machine mean nothing in a container: string references that are
+    not URIs are dropped (the container reads the references from ``ReferencesS3Uri``), and so are the
+    machine-specific ``aws.profile`` and the ``sagemaker`` section (containers do not need it).
+    """
+    import re
+
+    data = config.model_dump(mode="json")
+    data.pop("sagemaker", None)
+    if isinstance(data.get("aws"), dict):
+        data["aws"]["profile"] = None
+    for character in data.get("characters", []):
+        character["references"] = [
+            ref for ref in character.get("references", [])
+            if not isinstance(ref, str) or re.match(r"^[a-z0-9]+://", ref)
+        ]
+    return data
+
+
+def container_config_bytes(config: StoryboardConfig) -> bytes:
+    """:func:`container_config` as canonical JSON bytes (sorted keys): equal configs give equal bytes."""
+    import json
+
+    return (json.dumps(container_config(config), sort_keys=True, indent=1) + "\n").encode("utf-8")
+
+
+def _config_uri(config: StoryboardConfig, settings: SageMakerSettings) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(container_config_bytes(config)).hexdigest()[:16]
+    return f"{settings.base_uri}/config/{digest}/pipeline.json"
+
+
+def parameter_defaults(config: StoryboardConfig, settings: SageMakerSettings) -> dict[str, ParameterValue]:
+    """Every parameter's default, in definition order.
+
+    Raises:
+        steps.errors.InputError: ``sagemaker.parameters`` names an unknown parameter or holds a value of
+            the wrong type or out of range.
+    """
+    overrides = dict(config.sagemaker.parameters)
+    unknown = sorted(set(overrides) - set(SPECS_BY_NAME))
+    if unknown:
+        raise InputError(f"sagemaker.parameters: unknown parameter(s) {unknown}; known: {sorted(SPECS_BY_NAME)}")
+    values: dict[str, ParameterValue] = {}
+    for spec in PARAMETER_SPECS:
+        if spec.name in overrides:
+            values[spec.name] = coerce_value(spec, overrides[spec.name], source="sagemaker.parameters")
+        else:
+            values[spec.name] = coerce_value(spec, spec.default(config, settings), source=spec.source)
+    return values
+
+
+def coerce_value(spec: ParameterSpec, value: Any, source: str = "--param") -> ParameterValue:
+    """Convert ``value`` (a string from the command line, or a YAML scalar) to the parameter's type.
+
+    Raises:
+        steps.errors.InputError: not convertible, not among ``spec.enum``, or outside the range.
+    """
+    try:
+        if spec.type == "Integer":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            converted: ParameterValue = int(value) if not isinstance(value, str) else int(value.strip())
+        elif spec.type == "Float":
+            converted = float(value)
+        else:
+            converted = str(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{source}: parameter {spec.name} is {spec.type}; cannot use {value!r}") from None
+    if spec.enum is not None and converted not in spec.enum:
+        raise InputError(f"{source}: parameter {spec.name} must be one of {list(spec.enum)}, got {value!r}")
+    if isinstance(converted, (int, float)):
+        if (spec.minimum is not None and converted < spec.minimum) or (
+                spec.maximum is not None and converted > spec.maximum):
+            raise InputError(f"{source}: parameter {spec.name}={converted} is outside {spec.minimum}..{spec.maximum}")
+    return converted
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["Name=Value", ...]`` from ``--param`` options into a mapping (values stay strings).
+
+    Raises:
+        steps.errors.InputError: an item has no ``=`` or repeats a name.
+    """
+    result: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"--param {item!r}: expected Name=Value, for example --param stepCount=1000")
+        if name in result:
+            raise InputError(f"--param {name} given twice")
+        result[name] = value
+    return result
+
+
+def check_overrides(overrides: Mapping[str, Any], known: Mapping[str, str] | None = None) -> dict[str, ParameterValue]:
+    """Validate ``--param`` overrides against the specs; return them converted to their types.
+
+    ``known`` maps parameter names to definition types for parameters not in :data:`PARAMETER_SPECS`
+    (a definition compiled by another version); those are passed through as strings.
+
+    Raises:
+        steps.errors.InputError: an unknown name (the message lists the known ones) or a bad value.
+    """
+    converted: dict[str, ParameterValue] = {}
+    for name, value in overrides.items():
+        spec = SPECS_BY_NAME.get(name)
+        if spec is None:
+            if known and name in known:
+                converted[name] = str(value)
+                continue
+            names = sorted(known) if known else sorted(SPECS_BY_NAME)
+            raise InputError(f"unknown pipeline parameter {name!r}; known parameters: {', '.join(names)}")
+        converted[name] = coerce_value(spec, value)
+    return converted
+
+
+def build_parameters(config: StoryboardConfig, settings: SageMakerSettings) -> dict[str, Any]:
+    """SDK parameter objects (``ParameterString`` / ``ParameterInteger`` / ``ParameterFloat``) by name.
+
+    Imports the SageMaker SDK; call it after :func:`pipeline.compile.prepare_sdk_environment`.
+    """
+    from sagemaker.core.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+
+    defaults = parameter_defaults(config, settings)
+    built: dict[str, Any] = {}
+    for spec in PARAMETER_SPECS:
+        default = defaults[spec.name]
+        if spec.type == "String":
+            built[spec.name] = ParameterString(spec.name, default_value=str(default),
+                                               enum_values=list(spec.enum) if spec.enum else None)
+        elif spec.type == "Integer":
+            built[spec.name] = ParameterInteger(spec.name, default_value=int(default))
+        else:
+            built[spec.name] = ParameterFloat(spec.name, default_value=float(default))
+    return built
+
+
+def describe_parameters(defaults: Mapping[str, ParameterValue] | None = None, width: int = 100) -> str:
+    """A plain-text table of the parameters: name, type, default and description (for help and README)."""
+    import textwrap
+
+    lines = []
+    for spec in PARAMETER_SPECS:
+        default = "" if defaults is None else f" (default: {defaults.get(spec.name)!r})"
+        lines.append(f"{spec.name} [{spec.type}]{default}")
+        lines.extend(textwrap.wrap(spec.description, width=width, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(lines)
