@@ -329,11 +329,9 @@ class NovaCanvasGenerator:
         """Build a generator for ``model_id`` with a ``bedrock-runtime`` client from ``aws`` (region,
         profile, adaptive retries) and a read timeout of at least 300 s; ``client`` overrides it."""
         if client is None:
-            from steps.aws import make_client
+            from steps.aws import client_from_config
 
-            client = make_client("bedrock-runtime", region=aws.region, profile=aws.profile,
-                                 read_timeout_s=max(MIN_READ_TIMEOUT_S, aws.read_timeout_s),
-                                 max_attempts=aws.max_attempts)
+            client = client_from_config("bedrock-runtime", aws, min_read_timeout_s=MIN_READ_TIMEOUT_S)
         return cls(client, model_id, max_attempts=config.max_attempts, backoff_s=config.backoff_s)
 
     def _backoff(self, attempt: int) -> float:

@@ -122,12 +122,9 @@ class TitanImageEmbedder:
                     client: Any = None) -> TitanImageEmbedder:
         """Build from ``embeddings`` and ``aws`` settings; ``client`` overrides the ``bedrock-runtime`` client."""
         if client is None:
-            from pipeline.config import AwsConfig
-            from steps.aws import make_client
+            from steps.aws import client_from_config
 
-            aws = aws or AwsConfig()
-            client = make_client("bedrock-runtime", region=aws.region, profile=aws.profile,
-                                 read_timeout_s=aws.read_timeout_s, max_attempts=aws.max_attempts)
+            client = client_from_config("bedrock-runtime", aws)
         return cls(client, model_id=config.titan_model_id, output_length=config.titan_output_length,
                    concurrency=config.concurrency)
 

@@ -7,10 +7,13 @@ read timeout long enough for Nova Canvas (at least 300 s, DESIGN §5).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+
+if TYPE_CHECKING:
+    from pipeline.config import AwsConfig
 
 
 def client_config(read_timeout_s: int = 300, max_attempts: int = 8, max_pool_connections: int = 16) -> Config:
@@ -28,3 +31,15 @@ def make_client(service: str, region: str | None = None, profile: str | None = N
     """A boto3 client for ``service`` (for example ``"bedrock-runtime"``) with :func:`client_config`."""
     session = boto3.Session(profile_name=profile, region_name=region)
     return session.client(service, config=client_config(read_timeout_s, max_attempts), **kwargs)
+
+
+def client_from_config(service: str, aws: AwsConfig | None = None, min_read_timeout_s: int = 0,
+                       use_profile: bool = True) -> Any:
+    """A client for ``service`` from the ``aws`` section of ``pipeline.yaml`` (defaults where ``None``):
+    its region, profile (unless ``use_profile`` is false, as in Lambda), retry attempts and read timeout
+    (raised to ``min_read_timeout_s``)."""
+    from pipeline.config import AwsConfig
+
+    aws = aws or AwsConfig()
+    return make_client(service, region=aws.region, profile=aws.profile if use_profile else None,
+                       read_timeout_s=max(min_read_timeout_s, aws.read_timeout_s), max_attempts=aws.max_attempts)

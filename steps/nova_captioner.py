@@ -160,12 +160,9 @@ class NovaProCaptioner:
         if not 0 <= transient_retries <= 10:
             raise ValueError(f"transient_retries must be in 0..10, got {transient_retries}")
         if client is None:
-            from pipeline.config import AwsConfig
-            from steps.aws import make_client
+            from steps.aws import client_from_config
 
-            aws = aws or AwsConfig()
-            client = make_client("bedrock-runtime", region=aws.region, profile=aws.profile,
-                                 read_timeout_s=aws.read_timeout_s, max_attempts=aws.max_attempts)
+            client = client_from_config("bedrock-runtime", aws)
         self.client = client
         self.config = config
         self.model_id = config.model_id

@@ -128,12 +128,9 @@ class RekognitionDetector:
             raise ValueError(f"detection.rekognition_labels has {len(config.rekognition_labels)} names; "
                              f"DetectLabels accepts at most {REKOGNITION_MAX_LABEL_FILTERS}")
         if client is None:
-            from pipeline.config import AwsConfig
-            from steps.aws import make_client
+            from steps.aws import client_from_config
 
-            aws = aws or AwsConfig()
-            client = make_client("rekognition", region=aws.region, profile=aws.profile,
-                                 read_timeout_s=aws.read_timeout_s, max_attempts=aws.max_attempts)
+            client = client_from_config("rekognition", aws)
         self.client = client
         self.embedder = embedder
         self.config = config

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import StoryboardConfig, load_config
-from steps.aws import make_client
+from steps.aws import client_from_config, make_client
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,7 @@ class Runtime:
     def client(self, service: str) -> Any:
         """The client for ``service`` (created once)."""
         if service not in self.clients:
-            aws = self.config.aws
-            self.clients[service] = make_client(service, region=aws.region, read_timeout_s=aws.read_timeout_s,
-                                                max_attempts=aws.max_attempts)
+            self.clients[service] = client_from_config(service, self.config.aws, use_profile=False)
         return self.clients[service]
 
     @classmethod
