@@ -17,6 +17,7 @@ The training manifest is validated against every Nova Canvas limit before the st
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -70,8 +71,6 @@ def _load_shards(extract_dirs: Sequence[Path]) -> tuple[list[CropRecord], dict[s
             raise InputError(f"{shard} holds no crops.jsonl; run ExtractFrames (storyboard prepare) into it first")
         summary_file = shard / "extract_summary.json"
         if summary_file.is_file():
-            import json
-
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
             summaries.append(summary)
             for video in summary.get("videos", []):

@@ -16,6 +16,7 @@ Every input is checked before decoding starts; every file is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -317,8 +318,6 @@ def _crop_detections(frame: SampledFrame, detections: list[Detection], config: S
 
 
 def _dumps(row: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 

@@ -25,7 +25,7 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from pipeline.config import CHARACTER_NAME_PATTERN, CharacterConfig, ReferenceFrame, StoryboardConfig
+from pipeline.config import CHARACTER_NAME_PATTERN, ReferenceFrame, StoryboardConfig
 from steps.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,3 @@ def load_references(config: StoryboardConfig, characters_dir: str | Path | None,
     log.info("references: %s", ", ".join(f"{n} ({len(r)})" for n, r in sorted(found.items())))
     return dict(sorted(found.items()))
 
-
-def character_configs(config: StoryboardConfig, names: Sequence[str]) -> list[CharacterConfig]:
-    """The configuration of each named character (a default one where ``pipeline.yaml`` has none)."""
-    return [config.character(n) for n in names]

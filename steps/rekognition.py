@@ -215,11 +215,11 @@ class RekognitionDetector:
         scores = identity_scores(self.embedder.embed_images(crops), self.reference_embeddings)
         characters = list(scores)
         matrix = np.stack([scores[c] for c in characters], axis=1)
+        floor = self.threshold if min_score is None else max(float(self.config.identity_threshold), min_score)
         detections = []
         for i, (_, _, box) in enumerate(cands):
             best = int(np.argmax(matrix[i]))
             score = float(np.clip(matrix[i, best], 0.0, 1.0))
-            floor = self.threshold if min_score is None else max(float(self.config.identity_threshold), min_score)
             if score >= floor:
                 detections.append(Detection(characters[best], tuple(int(v) for v in box), score))
         kept = nms(detections, self.config.nms_iou, max_keep=self.config.max_per_frame)
