@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from steps.errors import InputError
+from steps.mlops_config import model_package_group_name
 
 if TYPE_CHECKING:
     from pipeline.config import StoryboardConfig
@@ -50,16 +51,6 @@ INSTANCE_TYPE = "ProcessingInstanceType"
 INSTANCE_COUNT = "ProcessingInstanceCount"
 
 NOVA_CANVAS_MODEL_ID = "amazon.nova-canvas-v1:0"
-
-
-def _setting(config: StoryboardConfig, dotted: str, fallback: Any) -> Any:
-    """The value at ``dotted`` (for example ``"finetune.base_model_id"``) or ``fallback`` if absent."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not hasattr(node, part):
-            return fallback
-        node = getattr(node, part)
-    return fallback if node is None else node
 
 
 @dataclass(frozen=True)
@@ -123,51 +114,51 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec(BASE_MODEL, "String",
                   "Nova Canvas base model to fine-tune; it must be ACTIVE in Bedrock (fine-tuning is offered "
                   "in us-east-1).",
-                  "finetune.base_model_id", lambda c, s: _setting(c, "finetune.base_model_id", NOVA_CANVAS_MODEL_ID)),
+                  "finetune.base_model_id", lambda c, s: c.finetune.base_model_id),
     ParameterSpec(STEP_COUNT, "Integer",
                   "Bedrock hyperparameter stepCount: training steps (10 to 20,000).",
                   "finetune.hyperparameters.step_count",
-                  lambda c, s: int(_setting(c, "finetune.hyperparameters.step_count", 500)),
+                  lambda c, s: c.finetune.hyperparameters.step_count,
                   minimum=10, maximum=20000),
     ParameterSpec(BATCH_SIZE, "Integer",
                   "Bedrock hyperparameter batchSize: images per training step (8 to 192).",
                   "finetune.hyperparameters.batch_size",
-                  lambda c, s: int(_setting(c, "finetune.hyperparameters.batch_size", 8)),
+                  lambda c, s: c.finetune.hyperparameters.batch_size,
                   minimum=8, maximum=192),
     ParameterSpec(LEARNING_RATE, "Float",
                   "Bedrock hyperparameter learningRate (1e-7 to 1e-4).",
                   "finetune.hyperparameters.learning_rate",
-                  lambda c, s: float(_setting(c, "finetune.hyperparameters.learning_rate", 1e-5)),
+                  lambda c, s: c.finetune.hyperparameters.learning_rate,
                   minimum=1e-7, maximum=1e-4),
     ParameterSpec(DRY_RUN, "String",
                   "true: FineTune validates the data and the Bedrock request and writes the request without "
                   "starting a job (no cost, no model, nothing registered); false: run the customization job.",
-                  "finetune.dry_run", lambda c, s: "true" if _setting(c, "finetune.dry_run", True) else "false",
+                  "finetune.dry_run", lambda c, s: "true" if c.finetune.dry_run else "false",
                   enum=("true", "false")),
     ParameterSpec(REVIEW_MODE, "String",
                   "a2i: reviewers approve, edit or reject every image and caption in Amazon A2I; auto: an "
                   "automatic policy approves the captioned crops without people.",
-                  "review.mode", lambda c, s: _setting(c, "review.mode", "a2i"), enum=("a2i", "auto")),
+                  "review.mode", lambda c, s: c.review.mode, enum=("a2i", "auto")),
     ParameterSpec(MIN_SIMILARITY, "Float",
                   "Quality gate: the fine-tuned model's mean character similarity (generated images vs the "
                   "references) must reach this value to be registered.",
                   "evaluation.min_character_similarity",
-                  lambda c, s: float(_setting(c, "evaluation.min_character_similarity", 0.5)),
+                  lambda c, s: c.evaluation.min_character_similarity,
                   minimum=-1.0, maximum=1.0),
     ParameterSpec(MIN_IMPROVEMENT, "Float",
                   "Quality gate: the fine-tuned model's character similarity minus the base model's must reach "
                   "this value (DreamBooth reports differences of about 0.1 as significant to users).",
                   "evaluation.min_improvement",
-                  lambda c, s: float(_setting(c, "evaluation.min_improvement", 0.0)),
+                  lambda c, s: c.evaluation.min_improvement,
                   minimum=-2.0, maximum=2.0),
     ParameterSpec(MODEL_PACKAGE_GROUP, "String",
                   "Model Registry group that receives the model package (PendingManualApproval).",
                   "registry.model_package_group_name",
-                  lambda c, s: _setting(c, "registry.model_package_group_name", f"{c.project}-nova-canvas")),
+                  lambda c, s: model_package_group_name(c.registry, c.project)),
     ParameterSpec(EVALUATION_IMAGES, "String",
                   "Optional folder (S3 prefix, or a path in local runs) of already generated evaluation images; "
                   "empty: Evaluate generates them with the base and the fine-tuned model.",
-                  "evaluation.images_uri", lambda c, s: str(_setting(c, "evaluation.images_uri", ""))),
+                  "(none: empty)", lambda c, s: ""),
     ParameterSpec(INSTANCE_TYPE, "String",
                   "Instance type of the processing steps (ExtractFrames, CaptionImages, Evaluate).",
                   "sagemaker.processing_instance_type", lambda c, s: c.sagemaker.processing_instance_type),
