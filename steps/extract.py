@@ -37,10 +37,10 @@ from steps.detection import CharacterDetector
 from steps.errors import InputError, NoCharacterFoundError
 from steps.image_payload import encode_image
 from steps.io import atomic_open, write_bytes, write_json, write_jsonl
-from steps.records import CropRecord, Detection, SampledFrame, frame_log_row
+from steps.records import BBox, CropRecord, Detection, SampledFrame, frame_log_row
 from steps.references import ReferenceImage, load_references
 from steps.temporal import Scored, smooth_in_shots
-from steps.video import VideoInfo, probe_video, sample_frames
+from steps.video import VideoInfo, estimate_content_box, probe_video, sample_frames
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +107,23 @@ def _downscale(frame: SampledFrame, max_height: int) -> SampledFrame:
     return replace(frame, image=image, content_box=box)
 
 
-def _mining_frames(infos: Sequence[VideoInfo], config: StoryboardConfig) -> Iterator[SampledFrame]:
+def _mining_frames(infos: Sequence[VideoInfo], config: StoryboardConfig,
+                   content_boxes: dict[str, BBox | None]) -> Iterator[SampledFrame]:
     """Frames spread evenly over all videos, at most ``detection.mining_frames`` in all, downscaled."""
     budget = max(1, config.detection.mining_frames // max(1, len(infos)))
     for info in infos:
         every = max(config.sampling.every_s, (info.duration_s or budget) / budget)
         mining = config.sampling.model_copy(update={"mode": "interval", "every_s": every, "max_frames": budget})
-        for frame in sample_frames(info.path, mining, progress=False, info=info):
+        for frame in sample_frames(info.path, mining, progress=False, info=info,
+                                   content_box=content_boxes.get(info.path)):
             yield _downscale(frame, MINING_MAX_HEIGHT)
 
 
 def build_detector(config: StoryboardConfig, references: dict[str, list[ReferenceImage]],
-                   infos: Sequence[VideoInfo], embedder: ImageEmbedder) -> CharacterDetector:
-    """The configured detector, trained where it needs training (the local backend)."""
+                   infos: Sequence[VideoInfo], embedder: ImageEmbedder,
+                   content_boxes: dict[str, BBox | None] | None = None) -> CharacterDetector:
+    """The configured detector, trained where it needs training (the local backend); ``content_boxes``
+    are the videos' letterbox estimates where already known."""
     ref_images = {name: [r.image for r in refs] for name, refs in references.items()}
     if config.detection.backend == "rekognition":
         from steps.rekognition import RekognitionDetector
@@ -129,7 +133,7 @@ def build_detector(config: StoryboardConfig, references: dict[str, list[Referenc
 
     detector = LocalDetector(ref_images, config.detection)
     started = time.monotonic()
-    detector.fit(_mining_frames(infos, config))
+    detector.fit(_mining_frames(infos, config, content_boxes or {}))
     log.info("local detector trained in %.1f s", time.monotonic() - started)
     return detector
 
@@ -169,7 +173,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     references = load_references(config, characters_dir, [i.path for i in infos])
     prepare_out_dir(out, overwrite, EXTRACT_OUTPUTS)
     embedder = embedder or make_embedder(config.embeddings, config.aws)
-    detector = detector or build_detector(config, references, infos, embedder)
+    content_boxes = {info.path: estimate_content_box(info.path, config.sampling) for info in infos}
+    detector = detector or build_detector(config, references, infos, embedder, content_boxes)
     names = list(references)
     det_cfg, crop_cfg = config.detection, config.crops
     summary = ExtractSummary(characters=names, detector=detector.name, embedder=embedder.name)
@@ -195,7 +200,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
 
             def scored(info: VideoInfo = info) -> Iterator[Scored]:
                 nonlocal sampled
-                for frame in sample_frames(info.path, config.sampling, progress=progress, info=info):
+                for frame in sample_frames(info.path, config.sampling, progress=progress, info=info,
+                                           content_box=content_boxes[info.path]):
                     sampled += 1
                     cands = detector.detect(frame, min_score=det_cfg.min_score * CANDIDATE_FLOOR)
                     yield Scored(frame, cands, frame.shot)

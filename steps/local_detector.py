@@ -133,9 +133,8 @@ class ColourModel:
 
     def shares(self, image: np.ndarray) -> np.ndarray:
         """``(2,)``: share of character-likely pixels in ``image`` and in its central half."""
-        m = self.likely_map(image)
-        h, w = m.shape
-        return np.array([m.mean(), m[h // 4:3 * h // 4, w // 4:3 * w // 4].mean()], np.float32)
+        h, w = image.shape[:2]
+        return _window_shares(self.likely_map(image), [(0, 0, w, h)])[0]
 
 
 def _window_shares(likely: np.ndarray, windows: Sequence[BBox]) -> np.ndarray:

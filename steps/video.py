@@ -228,7 +228,7 @@ def hellinger(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def sample_frames(video: str | Path, config: SamplingConfig, progress: bool = True,
-                  info: VideoInfo | None = None) -> Iterator[SampledFrame]:
+                  info: VideoInfo | None = None, content_box: BBox | None = None) -> Iterator[SampledFrame]:
     """Yield the sampled frames of ``video`` in decode order, streaming.
 
     Args:
@@ -236,6 +236,8 @@ def sample_frames(video: str | Path, config: SamplingConfig, progress: bool = Tr
         config: sampling mode, interval in seconds, letterbox removal, frame limit, decoder threads.
         progress: show a tqdm progress bar (in seconds of video) on stderr.
         info: the result of :func:`probe_video`, if already known (else it is probed).
+        content_box: the picture inside letterbox bars, if already known (else
+            :func:`estimate_content_box` finds it).
 
     Yields:
         :class:`~steps.records.SampledFrame` with frame index (decode order), timestamp in seconds,
@@ -246,7 +248,7 @@ def sample_frames(video: str | Path, config: SamplingConfig, progress: bool = Tr
     """
     path = str(video)
     info = info or probe_video(path)
-    content = estimate_content_box(path, config) or (0, 0, info.width, info.height)
+    content = content_box or estimate_content_box(path, config) or (0, 0, info.width, info.height)
     if content != (0, 0, info.width, info.height):
         log.info("%s: letterbox removed, content box %s of %dx%d", Path(path).name, list(content),
                  info.width, info.height)
