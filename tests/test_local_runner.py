@@ -626,7 +626,6 @@ def _fake_data_preparation(monkeypatch):
 
 
 def test_run_local_command_with_the_local_handlers_ends_honestly_after_a_dry_run(tmp_path, monkeypatch, capsys):
-    pytest.importorskip("containers.lambda_handlers.local")
     _fake_data_preparation(monkeypatch)
     colours = {"bunny": (230, 230, 220), "sintel": (150, 60, 40)}
     _images(tmp_path / "characters", colours, 3, 10, 1)
@@ -699,7 +698,7 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
 
 
 def test_the_configured_register_function_maps_to_the_local_register_handler():
-    local_handlers = pytest.importorskip("containers.lambda_handlers.local")
+    from containers.lambda_handlers import local as local_handlers
     from pipeline.commands.local import load_local_handlers
 
     _, lambdas, error = load_local_handlers(

@@ -308,7 +308,7 @@ def test_mismatched_embedding_dimensions(sets, tmp_path):
 
 
 def test_titan_backend_requests_and_prompt_fidelity(sets, tmp_path, aws_env):
-    titan = pytest.importorskip("evaluation.titan")
+    from evaluation import titan
     client = boto3.client("bedrock-runtime", region_name="us-east-1")
     sent: list[dict] = []
 
