@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from steps.io import write_text
+from steps.io import read_jsonl, write_text
 from steps.records import CropRecord
 
 DROP_REASONS = ("too_small", "blurred", "too_dark", "too_bright", "duplicate")
@@ -30,7 +29,7 @@ def _timeline_png(frames_jsonl: Path, min_score: float | None) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in frames_jsonl.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(frames_jsonl)
     if not rows:
         return None
     videos = sorted({r["video"] for r in rows})
