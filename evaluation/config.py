@@ -13,6 +13,10 @@ The default prompt set is the blog's three storyboard scenes for Mayu (AWS Machi
 "character-consistent storyboards", part 2, "Test the fine-tuned model") rewritten as templates, so each
 configured character gets the same three scenes. Its generation settings (``premium``, 1024 x 1024,
 ``cfgScale`` 8.0, three images per request, the negative prompt) are the blog's.
+
+The ``diffusers`` sub-section holds the settings of the ``sagemaker`` fine-tune backend's generation
+(Stable Diffusion XL base and base+LoRA loaded in the Evaluate job); its limits are diffusers', not Nova
+Canvas's (:func:`check_diffusers_size`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,18 @@ NOVA_MAX_SEED = 858_993_459
 NOVA_QUALITIES = ("standard", "premium")
 
 NOVA_CANVAS_BASE_MODEL_ID = "amazon.nova-canvas-v1:0"
+
+# Stable Diffusion XL through diffusers (StableDiffusionXLPipeline.check_inputs: height and width divisible by
+# 8, the VAE's scale factor). The side range matches the LoRA training resolution (64..2,048 px, the
+# training contract); SDXL base 1.0 was trained at 1,024 px. guidance_scale <= 1 turns classifier-free
+# guidance off (diffusers: do_classifier_free_guidance is guidance_scale > 1).
+DIFFUSERS_MIN_SIDE_PX = 64
+DIFFUSERS_MAX_SIDE_PX = 2048
+DIFFUSERS_SIDE_MULTIPLE = 8
+DIFFUSERS_MIN_STEPS = 1
+DIFFUSERS_MAX_STEPS = 200
+DIFFUSERS_MIN_GUIDANCE = 0.0
+DIFFUSERS_MAX_GUIDANCE = 30.0
 
 # Fields a prompt template may use.
 PROMPT_FIELDS = frozenset({"name", "description"})
@@ -96,6 +112,51 @@ def check_image_size(width: int, height: int) -> None:
     aspect = width / height
     if not 1 / NOVA_IMAGE_MAX_ASPECT <= aspect <= NOVA_IMAGE_MAX_ASPECT:
         raise ValueError(f"aspect ratio {width}:{height} is beyond Nova Canvas's 1:4..4:1")
+
+
+def check_diffusers_size(width: int, height: int) -> None:
+    """Check a Stable Diffusion XL output size (diffusers): each side 64..2,048 px and divisible by 8.
+
+    Raises:
+        ValueError: a side that is not an integer, outside 64..2,048 px or not divisible by 8; the
+            message names the side and the limit.
+    """
+    for label, side in (("width", width), ("height", height)):
+        if not isinstance(side, int) or isinstance(side, bool):
+            raise ValueError(f"{label} must be an integer number of pixels, got {side!r}")
+        if not DIFFUSERS_MIN_SIDE_PX <= side <= DIFFUSERS_MAX_SIDE_PX:
+            raise ValueError(f"{label} {side} px is outside {DIFFUSERS_MIN_SIDE_PX}..{DIFFUSERS_MAX_SIDE_PX} px")
+        if side % DIFFUSERS_SIDE_MULTIPLE:
+            raise ValueError(f"{label} {side} px must be a multiple of {DIFFUSERS_SIDE_MULTIPLE} (the VAE's scale "
+                             "factor; StableDiffusionXLPipeline refuses other sizes)")
+
+
+class DiffusersGenerationConfig(StrictModel):
+    """``evaluation.diffusers``: generation settings of the ``sagemaker`` backend (SDXL base and base+LoRA).
+
+    The defaults suit Stable Diffusion XL base 1.0 on a GPU instance (1,024 px, 30 steps, guidance 7.5, the
+    diffusers defaults for SDXL except the step count). The offline stand-in base (a tiny random-weight
+    SDXL-architecture model) is meant to run at 64 px with a few steps; set those in the local config.
+    Prompts, negative prompt, seeds and images per prompt come from the ``evaluation`` section itself.
+    """
+
+    width: int = Field(1024, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
+                       description="Image width in px: 64..2,048, a multiple of 8 (SDXL base 1.0: 1,024).")
+    height: int = Field(1024, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
+                        description="Image height in px: 64..2,048, a multiple of 8 (SDXL base 1.0: 1,024).")
+    num_inference_steps: int = Field(30, ge=DIFFUSERS_MIN_STEPS, le=DIFFUSERS_MAX_STEPS,
+                                     description="Denoising steps per image (1..200).")
+    guidance_scale: float = Field(7.5, ge=DIFFUSERS_MIN_GUIDANCE, le=DIFFUSERS_MAX_GUIDANCE,
+                                  description="Classifier-free guidance scale (0..30; at most 1 turns guidance "
+                                              "off).")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights' dtype: auto (float16 on CUDA, float32 on the CPU), float32, float16 or "
+                            "bfloat16 (the last two on CUDA only).")
+
+    @model_validator(mode="after")
+    def _image_size(self) -> DiffusersGenerationConfig:
+        check_diffusers_size(self.width, self.height)
+        return self
 
 
 class EvaluationConfig(StrictModel):
@@ -163,6 +224,10 @@ class EvaluationConfig(StrictModel):
     thumbnail_px: int = Field(256, ge=64, le=1024, description="Longer side of the report's image thumbnails.")
     max_images_per_character_in_report: int = Field(
         12, ge=1, le=200, description="Image pairs shown per character in report.html (all are scored).")
+    diffusers: DiffusersGenerationConfig = Field(
+        default_factory=DiffusersGenerationConfig,
+        description="Generation settings of the sagemaker fine-tune backend (SDXL base and base+LoRA in the "
+                    "Evaluate job); the Nova Canvas settings above do not apply to it.")
 
     @field_validator("prompt_templates")
     @classmethod

@@ -15,8 +15,11 @@ Inputs (folder layouts):
 
 Outputs, written atomically to ``OUT``: ``evaluation.json`` (schema:
 ``evaluation/schemas/evaluation.schema.json``; the Condition step reads
-``metrics.character_similarity.finetuned.mean`` and ``metrics.character_similarity.improvement``) and
-``report.html`` (self-contained: images and the chart are embedded).
+``metrics.character_similarity.finetuned.mean`` and ``metrics.character_similarity.improvement``),
+``report.html`` (self-contained: images and the charts are embedded) and, when a training log is given,
+``loss_curve.png``. The ``model`` block of ``evaluation.json`` describes the evaluated model where the caller
+knows it (:func:`evaluation.diffusers_generator.describe_model`); a random-weight stand-in base puts a
+banner on the report and a warning in the document.
 
 Calibration (DESIGN.md §7): the ceiling is the similarity of held-out real crops of a character to its
 references; the floor is the similarity of other characters' crops and of background windows to them.
@@ -48,7 +51,7 @@ from evaluation.generation import (
     read_generation_log,
 )
 from steps.errors import InputError
-from steps.io import read_jsonl, write_json, write_text
+from steps.io import read_jsonl, write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
     from pipeline.config import StoryboardConfig
@@ -61,6 +64,7 @@ BACKGROUND_FOLDER = "_background"
 MIN_IMAGES_PER_CHARACTER = 2
 MODELS = ("finetuned", "base")
 FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+LOSS_CURVE = "loss_curve.png"
 
 METRIC_INFO: dict[str, dict[str, Any]] = {
     "character_similarity": {
@@ -400,13 +404,36 @@ def _generation_summary(generation: dict[str, Any] | None) -> dict[str, Any] | N
             "counts": generation.get("counts") or {}, "problems": problems}
 
 
+def _model_block(model: Mapping[str, Any] | None, training_log: Sequence[Mapping[str, Any]] | None,
+                 warnings: list[str]) -> dict[str, Any] | None:
+    """The ``model`` block: a copy of ``model`` with ``training.loss_curve`` set when the log has a loss to draw."""
+    if model is None:
+        if training_log:
+            warnings.append("a training log was given without a model description; no loss curve is drawn")
+        return None
+    import copy
+
+    from evaluation.diffusers_generator import STAND_IN_WARNING, training_summary
+
+    block = copy.deepcopy(dict(model))
+    if training_log and not block.get("training"):
+        block["training"] = training_summary(training_log)
+    if block.get("training"):
+        has_loss = any(isinstance(r.get("loss"), (int, float)) for r in training_log or [])
+        block["training"]["loss_curve"] = LOSS_CURVE if has_loss else None
+    if block.get("stand_in"):
+        warnings.insert(0, STAND_IN_WARNING)
+    return block
+
+
 # --- orchestration ----------------------------------------------------------------------------------
 
 
 def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: str | Path, *,
                    baseline_dir: str | Path | None = None, training_crops_dir: str | Path | None = None,
                    calibration_dir: str | Path | None = None, config: StoryboardConfig | None = None,
-                   embedder: ImageEmbedder | None = None) -> EvaluationResult:
+                   embedder: ImageEmbedder | None = None, evaluated_model: Mapping[str, Any] | None = None,
+                   training_log: Sequence[Mapping[str, Any]] | None = None) -> EvaluationResult:
     """Score the images of ``images_dir`` (and of ``baseline_dir``) against the references; write
     ``out_dir/evaluation.json`` and ``out_dir/report.html`` atomically.
 
@@ -420,6 +447,11 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         config: the project configuration (``evaluation`` settings, ``embeddings`` backend, characters);
             default: all defaults.
         embedder: overrides the backend built from ``config.embeddings``.
+        evaluated_model: the evaluated model (``evaluation.diffusers_generator.describe_model``), written
+            as ``model`` (``null`` when not given); ``stand_in`` true adds the stand-in warning and banner.
+        training_log: the training job's ``training_log.jsonl`` rows (``step``, ``loss``, ...); when it has
+            rows, ``OUT/loss_curve.png`` is drawn, embedded in the report and named in
+            ``model.training.loss_curve``.
 
     Returns:
         :class:`EvaluationResult`.
@@ -573,6 +605,7 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
                        f"{settings.min_improvement:+.3f}")
     if cs["improvement"] is None:
         warnings.append("no --baseline-images: the improvement over the base model is not measured")
+    model_block = _model_block(evaluated_model, training_log, warnings)
 
     images_json: list[dict[str, Any]] = []
     for model, d in data.items():
@@ -620,14 +653,19 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
                  "min_improvement": settings.min_improvement, "reasons": reasons},
         "images": images_json,
         "warnings": warnings,
+        "model": model_block,
     }
     validate_evaluation(evaluation)
 
     # 5. Outputs.
-    from evaluation.report import render_report
+    from evaluation.report import loss_curve_png, render_report
 
+    curve = None
+    if model_block is not None and model_block.get("training") and model_block["training"]["loss_curve"]:
+        curve = loss_curve_png(training_log or [], stand_in=bool(model_block.get("stand_in")))
+        write_bytes(out_dir / LOSS_CURVE, curve)
     html = render_report(evaluation, references=references,
-                         image_roots={m: d.root for m, d in data.items()}, settings=settings)
+                         image_roots={m: d.root for m, d in data.items()}, settings=settings, loss_curve=curve)
     evaluation_path = write_json(out_dir / "evaluation.json", evaluation)
     report_path = write_text(out_dir / "report.html", html)
     log.info("evaluation: character similarity %.3f (fine-tuned)%s; gate %s; wrote %s and %s", fin_mean,

@@ -1,4 +1,4 @@
-"""Storyboard image generation behind one interface: Nova Canvas ``TEXT_IMAGE`` or images from a folder.
+"""Storyboard image generation behind one interface: Nova Canvas ``TEXT_IMAGE``, diffusers, or a folder.
 
 Backends:
 
@@ -6,11 +6,15 @@ Backends:
   base model ID (``amazon.nova-canvas-v1:0``) or a fine-tuned model (its provisioned throughput ARN;
   custom Nova Canvas models run only on Provisioned Throughput, DESIGN.md §5).
 - :class:`FolderImageGenerator`: offline; returns images already in ``DIR/<character>/``.
+- ``evaluation.diffusers_generator.DiffusersGenerator``: Stable Diffusion XL base or base+LoRA through
+  diffusers, in process (the ``sagemaker`` fine-tune backend).
 
 :func:`build_requests` turns the ``evaluation`` section of ``pipeline.yaml`` into one
-:class:`TextImageRequest` per (character, prompt, seed), each validated against the ``TEXT_IMAGE`` limits
-(:func:`validate_text_image_body`) before anything is sent. :func:`generate_prompt_set` runs them and
-writes ``DIR/<character>/<character>_p<k>_s<seed>_<i>.png`` plus ``DIR/generation_log.json``.
+:class:`TextImageRequest` per (character, prompt, seed), each validated before anything is sent: against the
+``TEXT_IMAGE`` limits (:func:`validate_text_image_body`) for Nova Canvas, or against diffusers' limits
+(:func:`validate_diffusers_request`, settings from ``evaluation.diffusers``) for ``backend="diffusers"``.
+:func:`generate_prompt_set` runs them and writes ``DIR/<character>/<character>_p<k>_s<seed>_<i>.png`` plus
+``DIR/generation_log.json``.
 
 Answers that are not failures of the run (recorded per prompt, never raised):
 
@@ -43,6 +47,10 @@ from botocore.exceptions import ClientError
 from PIL import Image, UnidentifiedImageError
 
 from evaluation.config import (
+    DIFFUSERS_MAX_GUIDANCE,
+    DIFFUSERS_MAX_STEPS,
+    DIFFUSERS_MIN_GUIDANCE,
+    DIFFUSERS_MIN_STEPS,
     NOVA_MAX_CFG_SCALE,
     NOVA_MAX_IMAGES,
     NOVA_MAX_SEED,
@@ -53,6 +61,7 @@ from evaluation.config import (
     NOVA_TEXT_MAX_CHARS,
     NOVA_TEXT_MIN_CHARS,
     EvaluationConfig,
+    check_diffusers_size,
     check_image_size,
 )
 from steps.errors import InputError
@@ -80,10 +89,13 @@ RETRYABLE_ERRORS = frozenset({
 FATAL_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException"})
 
 Status = Literal["ok", "partly_blocked", "blocked_output", "blocked_prompt", "failed"]
+Limits = Literal["nova-canvas", "diffusers"]
+MAX_TORCH_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts 0..2**64-1
 
 
 class RequestValidationError(InputError):
-    """A ``TEXT_IMAGE`` request breaks a Nova Canvas limit; raised before the request is sent."""
+    """A request breaks its backend's limits (Nova Canvas ``TEXT_IMAGE`` or diffusers); raised before it is
+    sent."""
 
 
 class GenerationError(RuntimeError):
@@ -167,9 +179,47 @@ def validate_text_image_body(body: dict[str, Any]) -> None:
         fail(f"quality must be one of {NOVA_QUALITIES}, got {cfg['quality']!r}")
 
 
+def validate_diffusers_request(request: TextImageRequest) -> None:
+    """Check a request for the diffusers backend (Stable Diffusion XL) against its limits.
+
+    Limits (``evaluation.config``): a non-empty prompt; ``width``/``height`` 64..2,048 px, multiples of 8
+    (``StableDiffusionXLPipeline.check_inputs``); ``num_inference_steps`` 1..200; ``cfg_scale`` (the
+    guidance scale) 0..30; ``number_of_images`` at least 1; image ``i`` is seeded with ``seed + i``, which must
+    stay within 0..2**64-1 (``torch.Generator.manual_seed``). Prompts longer than the CLIP tokenizers' 77
+    tokens are truncated by diffusers (it logs a warning); that is not an error.
+
+    Raises:
+        RequestValidationError: the first broken limit, naming the field.
+    """
+    def fail(message: str) -> None:
+        raise RequestValidationError(f"diffusers request ({request.character} prompt {request.prompt_index} seed "
+                                     f"{request.seed}): {message}")
+
+    if request.limits != "diffusers":
+        fail(f"limits must be 'diffusers', got {request.limits!r}")
+    if not isinstance(request.prompt, str) or not request.prompt.strip():
+        fail("prompt must be a non-empty string")
+    if request.negative_prompt is not None and not isinstance(request.negative_prompt, str):
+        fail(f"negative_prompt must be a string or None, got {type(request.negative_prompt).__name__}")
+    try:
+        check_diffusers_size(request.width, request.height)
+    except ValueError as err:
+        fail(str(err))
+    steps = request.num_inference_steps
+    if not isinstance(steps, int) or isinstance(steps, bool) or not DIFFUSERS_MIN_STEPS <= steps <= DIFFUSERS_MAX_STEPS:
+        fail(f"num_inference_steps must be {DIFFUSERS_MIN_STEPS}..{DIFFUSERS_MAX_STEPS}, got {steps!r}")
+    if not isinstance(request.cfg_scale, (int, float)) or \
+            not DIFFUSERS_MIN_GUIDANCE <= request.cfg_scale <= DIFFUSERS_MAX_GUIDANCE:
+        fail(f"guidance scale must be {DIFFUSERS_MIN_GUIDANCE}..{DIFFUSERS_MAX_GUIDANCE}, got {request.cfg_scale!r}")
+    if not isinstance(request.number_of_images, int) or request.number_of_images < 1:
+        fail(f"number_of_images must be at least 1, got {request.number_of_images!r}")
+    if not isinstance(request.seed, int) or not 0 <= request.seed <= MAX_TORCH_SEED - request.number_of_images + 1:
+        fail(f"seed must be 0..{MAX_TORCH_SEED - request.number_of_images + 1}, got {request.seed!r}")
+
+
 @dataclass(frozen=True)
 class TextImageRequest:
-    """One Nova Canvas ``TEXT_IMAGE`` request of the prompt set.
+    """One request of the prompt set: a Nova Canvas ``TEXT_IMAGE`` request, or a diffusers generation.
 
     Attributes:
         character: the character the prompt names (the folder the images go to).
@@ -177,8 +227,12 @@ class TextImageRequest:
         prompt: ``textToImageParams.text`` (1..1,024 characters).
         seed: 0..858,993,459; number_of_images: 1..5.
         negative_prompt: ``negativeText`` (1..1,024 characters) or ``None``.
-        width, height: output size in px; cfg_scale: 1.1..10; quality: ``standard`` or ``premium``.
+        width, height: output size in px; cfg_scale: 1.1..10 (Nova Canvas) or the diffusers guidance scale
+            (0..30); quality: ``standard`` or ``premium`` (Nova Canvas; ``None`` for diffusers).
         ordinal: position in the prompt set (the folder generator uses it to pick images).
+        num_inference_steps: denoising steps (diffusers only; ``None`` for Nova Canvas).
+        limits: the limits the request is validated against: ``nova-canvas`` (:func:`validate_text_image_body`)
+            or ``diffusers`` (:func:`validate_diffusers_request`).
     """
 
     character: str
@@ -190,15 +244,31 @@ class TextImageRequest:
     width: int = 1024
     height: int = 1024
     cfg_scale: float = 8.0
-    quality: str = "premium"
+    quality: str | None = "premium"
     ordinal: int = 0
+    num_inference_steps: int | None = None
+    limits: Limits = "nova-canvas"
 
-    def body(self) -> dict[str, Any]:
-        """The ``InvokeModel`` body as a dict, validated (:func:`validate_text_image_body`).
+    def validate(self) -> None:
+        """Check the request against its backend's limits (see ``limits``).
 
         Raises:
             RequestValidationError: a limit is broken.
         """
+        if self.limits == "diffusers":
+            validate_diffusers_request(self)
+        else:
+            self.body()
+
+    def body(self) -> dict[str, Any]:
+        """The Nova Canvas ``InvokeModel`` body as a dict, validated (:func:`validate_text_image_body`).
+
+        Raises:
+            RequestValidationError: a limit is broken, or the request is a diffusers request.
+        """
+        if self.limits != "nova-canvas":
+            raise RequestValidationError(f"a {self.limits} request has no Nova Canvas TEXT_IMAGE body; give it to "
+                                         "the diffusers generator")
         params: dict[str, Any] = {"text": self.prompt}
         if self.negative_prompt:
             params["negativeText"] = self.negative_prompt
@@ -223,11 +293,14 @@ class TextImageRequest:
                 for i in range(self.number_of_images)]
 
     def to_json(self) -> dict[str, Any]:
-        """The request's fields for the generation log."""
-        return {"character": self.character, "prompt_index": self.prompt_index, "prompt": self.prompt,
-                "negative_prompt": self.negative_prompt, "seed": self.seed,
-                "number_of_images": self.number_of_images, "width": self.width, "height": self.height,
-                "cfg_scale": self.cfg_scale, "quality": self.quality}
+        """The request's fields for the generation log (diffusers requests add ``num_inference_steps``)."""
+        out = {"character": self.character, "prompt_index": self.prompt_index, "prompt": self.prompt,
+               "negative_prompt": self.negative_prompt, "seed": self.seed,
+               "number_of_images": self.number_of_images, "width": self.width, "height": self.height,
+               "cfg_scale": self.cfg_scale, "quality": self.quality}
+        if self.limits == "diffusers":
+            out["num_inference_steps"] = self.num_inference_steps
+        return out
 
 
 @dataclass
@@ -265,7 +338,7 @@ class ImageGenerator(Protocol):
     """Generates the images of one :class:`TextImageRequest`.
 
     Attributes:
-        name: backend identifier (``nova-canvas`` or ``folder``).
+        name: backend identifier (``nova-canvas``, ``folder`` or ``diffusers``).
         model_id: the model ID or ARN (or folder) the images come from, written to the log.
     """
 
@@ -465,11 +538,19 @@ def character_prompts(config: EvaluationConfig, character: CharacterConfig | str
     return prompts
 
 
-def build_requests(config: EvaluationConfig, characters: Sequence[CharacterConfig | str]) -> list[TextImageRequest]:
+def build_requests(config: EvaluationConfig, characters: Sequence[CharacterConfig | str],
+                   backend: Limits = "nova-canvas") -> list[TextImageRequest]:
     """The prompt set: one validated request per (character, prompt, seed), in a fixed order.
 
+    Args:
+        config: prompts, seeds, images per prompt, negative prompt; the size and guidance come from the
+            section itself for ``nova-canvas`` and from ``config.diffusers`` for ``diffusers`` (width, height,
+            num_inference_steps, guidance_scale as ``cfg_scale``).
+        characters: the characters to generate.
+        backend: whose limits the requests are built for and validated against.
+
     Raises:
-        InputError: no character, or a rendered prompt or setting breaks a Nova Canvas limit.
+        InputError: no character, or a rendered prompt or setting breaks the backend's limits.
     """
     entries = _character_entries(characters)
     if not entries:
@@ -481,13 +562,27 @@ def build_requests(config: EvaluationConfig, characters: Sequence[CharacterConfi
     for entry in entries:
         for k, text in enumerate(character_prompts(config, entry)):
             for seed in config.seeds:
-                request = TextImageRequest(
-                    character=entry.name, prompt_index=k, prompt=text, seed=seed,
-                    number_of_images=config.images_per_prompt, negative_prompt=config.negative_prompt,
-                    width=config.width, height=config.height, cfg_scale=config.cfg_scale,
-                    quality=config.quality, ordinal=len(requests))
-                request.body()  # validate before anything is sent
+                if backend == "diffusers":
+                    d = config.diffusers
+                    request = TextImageRequest(
+                        character=entry.name, prompt_index=k, prompt=text, seed=seed,
+                        number_of_images=config.images_per_prompt, negative_prompt=config.negative_prompt,
+                        width=d.width, height=d.height, cfg_scale=d.guidance_scale, quality=None,
+                        ordinal=len(requests), num_inference_steps=d.num_inference_steps, limits="diffusers")
+                else:
+                    request = TextImageRequest(
+                        character=entry.name, prompt_index=k, prompt=text, seed=seed,
+                        number_of_images=config.images_per_prompt, negative_prompt=config.negative_prompt,
+                        width=config.width, height=config.height, cfg_scale=config.cfg_scale,
+                        quality=config.quality, ordinal=len(requests))
+                request.validate()  # before anything is sent
                 requests.append(request)
+    if backend == "diffusers":
+        image_seeds = [set(range(s, s + config.images_per_prompt)) for s in config.seeds]
+        if sum(map(len, image_seeds)) != len(set().union(*image_seeds)):
+            log.warning("evaluation.seeds %s are closer than images_per_prompt (%d): the diffusers backend seeds "
+                        "image i with seed + i, so some images of one prompt repeat", config.seeds,
+                        config.images_per_prompt)
     return requests
 
 
@@ -530,21 +625,24 @@ class GenerationLog:
 
 
 def generate_prompt_set(generator: ImageGenerator, requests: Sequence[TextImageRequest], out_dir: str | Path,
-                        concurrency: int = 1) -> GenerationLog:
+                        concurrency: int = 1, progress: bool = False) -> GenerationLog:
     """Run every request and write ``out_dir/<character>/<character>_p<k>_s<seed>_<i>.png`` plus
     ``out_dir/generation_log.json`` (atomically).
 
     A blocked prompt or output, or a request still throttled after its retries, is recorded in the log
-    and the run goes on. ``concurrency`` requests run in parallel (1..16).
+    and the run goes on. ``concurrency`` requests run in parallel (1..16). ``progress`` shows a tqdm bar
+    over the requests (on stderr).
 
     Raises:
-        RequestValidationError: a request breaks a Nova Canvas limit (checked for all before any is sent).
+        RequestValidationError: a request breaks its backend's limits (checked for all before any is sent).
         GenerationError: the model cannot be reached at all (access, unknown ID).
     """
+    from tqdm import tqdm
+
     if not 1 <= concurrency <= 16:
         raise ValueError(f"concurrency must be 1..16, got {concurrency}")
     for request in requests:
-        request.body()
+        request.validate()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -558,11 +656,17 @@ def generate_prompt_set(generator: ImageGenerator, requests: Sequence[TextImageR
         outcome.files = files
         return outcome
 
-    if concurrency == 1 or len(requests) <= 1:
-        outcomes = [run(r) for r in requests]
-    else:
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            outcomes = list(pool.map(run, requests))
+    with tqdm(total=len(requests), desc=f"{generator.name} prompt set", unit="request", disable=not progress) as bar:
+        def step(request: TextImageRequest) -> GenerationOutcome:
+            outcome = run(request)
+            bar.update(1)
+            return outcome
+
+        if concurrency == 1 or len(requests) <= 1:
+            outcomes = [step(r) for r in requests]
+        else:
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                outcomes = list(pool.map(step, requests))
     for outcome in outcomes:
         outcome.images = []  # written; free the memory
     result = GenerationLog(model_id=generator.model_id, generator=generator.name, outcomes=outcomes,
@@ -595,5 +699,5 @@ __all__ = [
     "FolderImageGenerator", "GENERATION_LOG", "GenerationError", "GenerationLog", "GenerationOutcome",
     "ImageGenerator", "NovaCanvasGenerator", "RequestValidationError", "TextImageRequest", "build_requests",
     "character_prompts", "generate_prompt_set", "image_file_name", "parse_image_name", "read_generation_log",
-    "validate_text_image_body",
+    "validate_diffusers_request", "validate_text_image_body",
 ]

@@ -1,6 +1,8 @@
 """``report.html``: one self-contained page a reviewer reads in a minute.
 
-Contents: the gate's verdict; a table and a bar chart (matplotlib, Agg, embedded as PNG) of every metric
+Contents: a banner when the base model is the untrained random-weight stand-in (its figures test the
+machinery, not the quality); the gate's verdict; the evaluated model (backend, base, LoRA artifact, training
+steps and loss, the training loss curve); a table and a bar chart (matplotlib, Agg, embedded as PNG) of every metric
 for the base and the fine-tuned model with their bootstrap intervals and the calibration band; then, per
 character, the reference images and the base and fine-tuned images of the same prompt and seed side by
 side, each captioned with its scores. Every image is embedded as a ``data:`` URI (JPEG thumbnails), so the
@@ -140,6 +142,41 @@ def metrics_chart_png(evaluation: Mapping[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
+def loss_curve_png(rows: Sequence[Mapping[str, Any]], stand_in: bool = False) -> bytes:
+    """Training loss against the optimisation step (``training_log.jsonl`` rows: ``step``, ``loss``), with a
+    moving average over about a twentieth of the logged steps (at least 5) once there are 10 or more; the
+    title says so when the base is the random-weight stand-in. Rendered with matplotlib's Agg canvas; returns
+    PNG bytes.
+
+    Raises:
+        ValueError: no row has a numeric ``step`` and ``loss``.
+    """
+    points = sorted((float(r["step"]), float(r["loss"])) for r in rows
+                    if isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))
+                    and np.isfinite(r["loss"]))
+    if not points:
+        raise ValueError("the training log has no row with a numeric step and loss")
+    steps, losses = np.array(points).T
+    fig = Figure(figsize=(8, 3.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(steps, losses, color=FINETUNED_COLOUR, alpha=0.35 if len(points) >= 10 else 1.0, linewidth=1,
+            marker="o" if len(points) < 10 else None, markersize=3, label="loss per logged step")
+    if len(points) >= 10:
+        window = max(5, len(points) // 20)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color=FINETUNED_COLOUR, linewidth=2, label=f"mean of {window} steps")
+    ax.set_xlabel("optimisation step")
+    ax.set_ylabel("training loss (MSE of the noise prediction)")
+    ax.set_title("Training loss" + (" (stand-in base with random weights: tests the machinery, not the quality)"
+                                    if stand_in else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def _fmt(summary: Mapping[str, Any] | None) -> str:
     if not summary:
         return "n/a"
@@ -185,7 +222,7 @@ def _pair(record: Mapping[str, Any], finetuned: Mapping[str, Any] | None, base: 
 
 
 def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Sequence[ImageItem]],
-                  image_roots: Mapping[str, Path], settings: EvaluationConfig) -> str:
+                  image_roots: Mapping[str, Path], settings: EvaluationConfig, loss_curve: bytes | None = None) -> str:
     """Render ``report.html`` from an ``evaluation.json`` document.
 
     Args:
@@ -194,6 +231,7 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
         image_roots: the image folder of each model (``finetuned``, ``base``); image paths in the
             document are relative to them.
         settings: ``thumbnail_px`` and ``max_images_per_character_in_report``.
+        loss_curve: the training loss curve PNG (:func:`loss_curve_png`), embedded in the model section.
 
     Returns:
         The HTML text (UTF-8, self-contained).
@@ -262,4 +300,7 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
         headline_improvement=_fmt_improvement(cs), problems=problems,
         confidence=int(round(evaluation["settings"]["confidence_level"] * 100)),
         calibrated={m: (cs[m] or {}).get("calibrated") for m in ("finetuned", "base")},
+        model=evaluation.get("model"),
+        loss_curve_uri=("data:image/png;base64," + base64.b64encode(loss_curve).decode("ascii")) if loss_curve
+        else None,
     )
