@@ -35,12 +35,15 @@ def sdk_defaults(config: StoryboardConfig) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def offline_environment(region: str) -> Iterator[None]:
-    """Within the block: a region is set and botocore never asks the instance metadata service.
+    """Within the block: a region is set, botocore never asks the instance metadata service, and the SDK's
+    ``ModelTrainer`` does not simulate the training role's IAM policies (``SAGEMAKER_VALIDATE_ROLE=false``:
+    compiling sends nothing; ``storyboard upsert`` checks the role).
 
     Only variables that were not set are added, and they are removed again on exit.
     """
     added = {}
-    for key, value in (("AWS_DEFAULT_REGION", region), ("AWS_EC2_METADATA_DISABLED", "true")):
+    for key, value in (("AWS_DEFAULT_REGION", region), ("AWS_EC2_METADATA_DISABLED", "true"),
+                       ("SAGEMAKER_VALIDATE_ROLE", "false")):
         if key not in os.environ:
             os.environ[key] = value
             added[key] = value

@@ -1,6 +1,13 @@
 """The SageMaker Pipeline (SDK v3): seven steps assembled from configuration, no business logic.
 
-::
+``finetune.backend: sagemaker`` (the default)::
+
+    ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> Evaluate -> CheckQuality
+      Processing      Processing       Callback      Training    Processing   yes: RegisterModel (Lambda)
+      N instances,    1 instance,                    LoRA on     base and      no:  QualityGateFailed (Fail)
+      ShardedByS3Key  global dedup                   SDXL        base+LoRA
+
+``finetune.backend: bedrock``::
 
     ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> Evaluate -> CheckModelTrained
       Processing      Processing       Callback      Callback    Processing    DryRun == "false"?
@@ -10,6 +17,13 @@
                                                                                no:  ModelNotTrained (Fail)
 
 Decisions (also in the README):
+
+- The LoRA fine-tune is a native TrainingStep: the training image runs ``python3 -m
+  containers.training.train_lora`` (named in ``ContainerEntrypoint``, so the definition says what runs);
+  channels ``train`` (the CaptionImages dataset), ``review`` (the reviewed manifest) and ``base_model``
+  (``BaseModelS3Uri``); hyperparameters from pipeline parameters; the loss as the ``train:loss`` metric
+  (Studio charts it); checkpoints under the execution's prefix, so a retried or spot-interrupted job
+  resumes. Evaluate and RegisterModel read ``ModelArtifacts.S3ModelArtifacts``.
 
 - A dry-run fine-tune trains nothing, so ``CheckModelTrained`` sends it to the ``ModelNotTrained``
   Fail step before any quality figure is compared: the pipeline can never register a model that was
@@ -66,6 +80,12 @@ BASE_SIMILARITY_PATH = "metrics.character_similarity.base.mean"
 # Callback tasks and output parameters (the SQS consumer and the local handlers dispatch on "Task").
 REVIEW_OUTPUTS = ("ReviewedManifestUri", "ApprovedCount", "EditedCount", "RejectedCount")
 FINETUNE_OUTPUTS = ("JobArn", "CustomModelArn", "DryRun")
+
+# The LoRA training job (finetune.backend: sagemaker).
+TRAINING_ENTRYPOINT = ["python3", "-m", "containers.training.train_lora"]
+TRAINING_CHANNELS = ("train", "review", "base_model")
+LOSS_METRIC = {"Name": "train:loss", "Regex": r"loss=([0-9.eE+-]+)"}
+CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 REGISTER_OUTPUTS = ("ModelPackageArn", "Registered", "Reason")
 
 ENTRYPOINT_MODULES = {
@@ -114,7 +134,7 @@ def _output(ctx: _Context, step: str, name: str) -> Any:
     )
 
 
-def _processor(ctx: _Context, step: str, instance_count: Any) -> Any:
+def _processor(ctx: _Context, step: str, instance_count: Any, instance_type: Any = None) -> Any:
     from sagemaker.core.processing import Processor
 
     sm = ctx.config.sagemaker
@@ -122,7 +142,7 @@ def _processor(ctx: _Context, step: str, instance_count: Any) -> Any:
         role=ctx.settings.role_arn,
         image_uri=ctx.settings.processing_image_uri,
         instance_count=instance_count,
-        instance_type=ctx.params[P.INSTANCE_TYPE],
+        instance_type=instance_type if instance_type is not None else ctx.params[P.INSTANCE_TYPE],
         entrypoint=["python3", "-m", ENTRYPOINT_MODULES[step]],
         volume_size_in_gb=sm.processing_volume_size_gb,
         max_runtime_in_seconds=sm.processing_max_runtime_s,
@@ -237,6 +257,76 @@ def _review_step(ctx: _Context, caption: Any) -> Any:
     )
 
 
+def _finetune_training_step(ctx: _Context, caption: Any, review: Any) -> Any:
+    from sagemaker.core.shapes import MetricDefinition, Tag
+    from sagemaker.core.training.configs import (
+        CheckpointConfig,
+        Compute,
+        InputData,
+        OutputDataConfig,
+        StoppingCondition,
+    )
+    from sagemaker.mlops.workflow.retry import SageMakerJobExceptionTypeEnum, SageMakerJobStepRetryPolicy
+    from sagemaker.mlops.workflow.steps import TrainingStep
+    from sagemaker.train.model_trainer import ModelTrainer
+
+    class _Trainer(ModelTrainer):
+        """ModelTrainer whose request names the image's own entry point (``ContainerEntrypoint``): no code
+        is uploaded, and the local runner runs exactly what the definition says."""
+
+        def _create_training_job_args(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            request = super()._create_training_job_args(*args, **kwargs)
+            request["AlgorithmSpecification"]["ContainerEntrypoint"] = list(TRAINING_ENTRYPOINT)
+            return request
+
+    p, sm, lora = ctx.params, ctx.config.sagemaker, ctx.config.finetune.lora
+    hyperparameters: dict[str, Any] = {
+        "max_train_steps": p[P.LORA_STEPS].to_string(),
+        "learning_rate": p[P.LORA_LEARNING_RATE].to_string(),
+        "lora_rank": p[P.LORA_RANK].to_string(),
+        "resolution": p[P.LORA_RESOLUTION].to_string(),
+        "train_batch_size": p[P.LORA_BATCH_SIZE].to_string(),
+        "seed": p[P.TRAINING_SEED].to_string(),
+        "mixed_precision": p[P.MIXED_PRECISION],
+        **lora.hyperparameters(),
+    }
+    stopping = StoppingCondition(max_runtime_in_seconds=sm.training_max_runtime_s,
+                                 max_wait_time_in_seconds=sm.training_max_wait_s if sm.training_use_spot else None)
+    trainer = _Trainer(
+        training_image=ctx.settings.training_image_uri,
+        role=ctx.settings.role_arn,
+        compute=Compute(instance_type=p[P.TRAINING_INSTANCE_TYPE], instance_count=1,
+                        volume_size_in_gb=sm.training_volume_size_gb,
+                        enable_managed_spot_training=sm.training_use_spot),
+        stopping_condition=stopping,
+        output_data_config=OutputDataConfig(s3_output_path=_output_uri(ctx, FINETUNE, "model")),
+        checkpoint_config=CheckpointConfig(s3_uri=_output_uri(ctx, FINETUNE, "checkpoints"),
+                                           local_path=CHECKPOINT_LOCAL_PATH),
+        hyperparameters=hyperparameters,
+        environment={"AWS_DEFAULT_REGION": ctx.settings.region, "PYTHONUNBUFFERED": "1", "STORYBOARD_STEP": FINETUNE},
+        base_job_name=f"{ctx.config.project}-lora",
+        sagemaker_session=ctx.session,
+        tags=[Tag(key=t["Key"], value=t["Value"]) for t in _tags(ctx.config)],
+    ).with_metric_definitions([MetricDefinition(name=LOSS_METRIC["Name"], regex=LOSS_METRIC["Regex"])])
+    args = trainer.train(input_data_config=[
+        InputData(channel_name="train", data_source=_dataset_uri(caption)),
+        InputData(channel_name="review", data_source=review.properties.Outputs["ReviewedManifestUri"]),
+        InputData(channel_name="base_model", data_source=p[P.BASE_MODEL_URI]),
+    ])
+    retry = ctx.config.sagemaker.retry
+    return TrainingStep(
+        name=FINETUNE, step_args=args, display_name="Fine-tune (LoRA)",
+        description="Train a LoRA on the base model (BaseModelS3Uri, Stable Diffusion XL base 1.0 by default) "
+                    "with the reviewed images and captions; the loss is the train:loss metric; checkpoints "
+                    "let a retried or spot-interrupted job resume. Output: model.tar.gz with the LoRA weights "
+                    "(safetensors), the training configuration and a model card.",
+        retry_policies=[SageMakerJobStepRetryPolicy(
+            exception_types=[SageMakerJobExceptionTypeEnum.CAPACITY_ERROR,
+                             SageMakerJobExceptionTypeEnum.INTERNAL_ERROR],
+            max_attempts=retry.max_attempts, interval_seconds=retry.interval_s, backoff_rate=retry.backoff_rate)],
+    )
+
+
 def _finetune_step(ctx: _Context, review: Any) -> Any:
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.core.workflow.functions import Join
@@ -258,7 +348,7 @@ def _finetune_step(ctx: _Context, review: Any) -> Any:
             "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN,
         },
         outputs=[CallbackOutput(output_name=name) for name in FINETUNE_OUTPUTS],
-        display_name="Fine-tune Nova Canvas",
+        display_name="Fine-tune (Bedrock)",
         description="Start a Bedrock model customization job on the reviewed training manifest; the job-state "
                     "event (and a reconciler) completes the step with the job ARN and the custom model ARN. "
                     "DryRun=true means the request was validated and written but no job ran.",
@@ -272,28 +362,42 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
 
     p = ctx.params
     report = PropertyFile(name=EVALUATION_PROPERTY_FILE, output_name=EVALUATION_OUTPUT, path=EVALUATION_FILE)
-    args = _processor(ctx, EVALUATE, 1).run(
-        inputs=[
-            _input("config", p[P.CONFIG_URI]),
-            _input("references", p[P.REFERENCES]),
-            _input("dataset", _dataset_uri(caption)),
-        ],
-        outputs=[_output(ctx, EVALUATE, EVALUATION_OUTPUT)],
-        arguments=["--custom-model-arn", finetune.properties.Outputs["CustomModelArn"],
-                   "--dry-run", finetune.properties.Outputs["DryRun"],
-                   "--base-model-id", p[P.BASE_MODEL],
-                   "--embedding-model-id", p[P.EMBEDDING_MODEL],
-                   "--reviewed-manifest-uri", review.properties.Outputs["ReviewedManifestUri"],
-                   # never an empty argument: the option and its (possibly empty) value in one string
-                   Join(on="", values=["--evaluation-images=", p[P.EVALUATION_IMAGES]])],
-    )
+    inputs = [
+        _input("config", p[P.CONFIG_URI]),
+        _input("references", p[P.REFERENCES]),
+        _input("dataset", _dataset_uri(caption)),
+    ]
+    common = ["--embedding-model-id", p[P.EMBEDDING_MODEL],
+              "--reviewed-manifest-uri", review.properties.Outputs["ReviewedManifestUri"],
+              # never an empty argument: the option and its (possibly empty) value in one string
+              Join(on="", values=["--evaluation-images=", p[P.EVALUATION_IMAGES]])]
+    if _lora(ctx):
+        inputs += [_input("model", finetune.properties.ModelArtifacts.S3ModelArtifacts),
+                   _input("base_model", p[P.BASE_MODEL_URI])]
+        arguments = ["--finetune-backend", "sagemaker", *common]
+        processor = _processor(ctx, EVALUATE, 1, instance_type=p[P.EVALUATION_INSTANCE_TYPE])
+        description = ("Generate storyboard images from the fixed prompt set with the base model and base + "
+                       "this run's LoRA (same prompts and seeds, on EvaluationInstanceType), embed them, score "
+                       "similarity to the reference characters and write evaluation.json, the loss curve and an "
+                       "HTML report.")
+    else:
+        arguments = ["--finetune-backend", "bedrock",
+                     "--custom-model-arn", finetune.properties.Outputs["CustomModelArn"],
+                     "--dry-run", finetune.properties.Outputs["DryRun"],
+                     "--base-model-id", p[P.BASE_MODEL], *common]
+        processor = _processor(ctx, EVALUATE, 1)
+        description = ("Generate storyboard images from the fixed prompt set with the base and the fine-tuned "
+                       "model (or read them from EvaluationImagesUri), embed them, score similarity to the "
+                       "reference characters and write evaluation.json and an HTML report.")
+    args = processor.run(inputs=inputs, outputs=[_output(ctx, EVALUATE, EVALUATION_OUTPUT)], arguments=arguments)
     step = ProcessingStep(
-        name=EVALUATE, step_args=args, display_name="Evaluate character consistency",
-        description="Generate storyboard images from the fixed prompt set with the base and the fine-tuned "
-                    "model (or read them from EvaluationImagesUri), embed them, score similarity to the "
-                    "reference characters and write evaluation.json and an HTML report.",
+        name=EVALUATE, step_args=args, display_name="Evaluate character consistency", description=description,
         property_files=[report], **_processing_extras(ctx))
     return step, report
+
+
+def _lora(ctx: _Context) -> bool:
+    return ctx.config.finetune.backend == "sagemaker"
 
 
 def _register_step(ctx: _Context, review: Any, finetune: Any, evaluate: Any, report: Any) -> Any:
@@ -304,29 +408,49 @@ def _register_step(ctx: _Context, review: Any, finetune: Any, evaluate: Any, rep
 
     p = ctx.params
     evaluation_uri = evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION_OUTPUT].S3Output.S3Uri
-    return LambdaStep(
-        name=REGISTER,
-        lambda_func=Lambda(function_arn=ctx.settings.register_function_arn, session=ctx.session),
-        inputs={
-            "ModelPackageGroupName": p[P.MODEL_PACKAGE_GROUP],
-            "ModelApprovalStatus": "PendingManualApproval",
+    inputs: dict[str, Any] = {
+        "ModelPackageGroupName": p[P.MODEL_PACKAGE_GROUP],
+        "ModelApprovalStatus": "PendingManualApproval",
+        "EvaluationReportUri": Join(on="/", values=[evaluation_uri, EVALUATION_FILE]),
+        "ReviewedManifestUri": review.properties.Outputs["ReviewedManifestUri"],
+        "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN,
+        "ClientToken": ExecutionVariables.PIPELINE_EXECUTION_ID,
+        # figures recorded with the package (numbers become customer metadata)
+        "CharacterSimilarity": JsonGet(step_name=evaluate.name, property_file=report, json_path=SIMILARITY_PATH),
+        "ImprovementOverBase": JsonGet(step_name=evaluate.name, property_file=report, json_path=IMPROVEMENT_PATH),
+    }
+    if _lora(ctx):
+        inputs.update({
+            "FineTuneBackend": "sagemaker",
+            "DryRun": "false",
+            "ModelDataUrl": finetune.properties.ModelArtifacts.S3ModelArtifacts,
+            "TrainingJobName": finetune.properties.TrainingJobName,
+            "BaseModelS3Uri": p[P.BASE_MODEL_URI],
+            "BaseModelId": ctx.config.finetune.lora.base_model_id,
+            "InferenceImageUri": ctx.settings.inference_image_uri,
+            "InferenceInstanceTypes": _inference_instance_types(ctx),
+        })
+        description = ("Create a model package (PendingManualApproval) in the Model Registry group: the inference "
+                       "image with this run's LoRA artifact (ModelDataUrl) and the base model, evaluation.json "
+                       "as its ModelQuality statistics. Approve it in Studio to deploy a real-time endpoint.")
+    else:
+        inputs.update({
+            "FineTuneBackend": "bedrock",
             "CustomModelArn": finetune.properties.Outputs["CustomModelArn"],
             "JobArn": finetune.properties.Outputs["JobArn"],
             "DryRun": finetune.properties.Outputs["DryRun"],
             "BaseModelId": p[P.BASE_MODEL],
-            "EvaluationReportUri": Join(on="/", values=[evaluation_uri, EVALUATION_FILE]),
-            "ReviewedManifestUri": review.properties.Outputs["ReviewedManifestUri"],
-            "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN,
-            "ClientToken": ExecutionVariables.PIPELINE_EXECUTION_ID,
-            # figures recorded with the package (numbers become customer metadata)
-            "CharacterSimilarity": JsonGet(step_name=evaluate.name, property_file=report, json_path=SIMILARITY_PATH),
-            "ImprovementOverBase": JsonGet(step_name=evaluate.name, property_file=report, json_path=IMPROVEMENT_PATH),
-        },
+        })
+        description = ("Create a model package (PendingManualApproval) in the Model Registry group with "
+                       "evaluation.json as its ModelQuality statistics and the Bedrock job and custom model "
+                       "ARNs as customer metadata. Approve it in Studio to deploy.")
+    return LambdaStep(
+        name=REGISTER,
+        lambda_func=Lambda(function_arn=ctx.settings.register_function_arn, session=ctx.session),
+        inputs=inputs,
         outputs=[LambdaOutput(output_name=name) for name in REGISTER_OUTPUTS],
         display_name="Register model",
-        description="Create a model package (PendingManualApproval) in the Model Registry group with "
-                    "evaluation.json as its ModelQuality statistics and the Bedrock job and custom model "
-                    "ARNs as customer metadata. Approve it in Studio to deploy.",
+        description=description,
     )
 
 
@@ -358,6 +482,8 @@ def _gate_steps(ctx: _Context, finetune: Any, evaluate: Any, report: Any, regist
                     ConditionGreaterThanOrEqualTo(left=improvement, right=p[P.MIN_IMPROVEMENT])],
         if_steps=[register], else_steps=[quality_failed],
     )
+    if _lora(ctx):  # a TrainingStep that succeeded trained a model: nothing to turn away
+        return check_quality
     not_trained = FailStep(
         name=FAIL_NOT_TRAINED, display_name="No model trained (dry run)",
         description="FineTune ran as a dry run: the request was validated and written, no model was trained, "
@@ -380,13 +506,16 @@ def pipeline_description(config: StoryboardConfig, settings: SageMakerSettings) 
     """The pipeline description shown in Studio: what it does and what each parameter means (<= 3,072 chars)."""
     if config.sagemaker.description:
         return config.sagemaker.description
-    text = ("From animated film to an approved, fine-tuned Amazon Nova Canvas model that draws the film's "
-            "characters consistently. Parameters: ")
-    parts = [f"{spec.name}: {spec.description}" for spec in P.PARAMETER_SPECS]
+    model = "LoRA on an open-weights image model" if config.finetune.backend == "sagemaker" else \
+        "Bedrock image model"
+    text = (f"From animated film to an approved, fine-tuned {model} that draws the film's characters "
+            "consistently. Parameters: ")
+    specs = P.specs_for(config.finetune.backend)
+    parts = [f"{spec.name}: {spec.description}" for spec in specs]
     full = text + " | ".join(parts)
     if len(full) <= 3072:
         return full
-    short = text + ", ".join(spec.name for spec in P.PARAMETER_SPECS) + " (see storyboard start --help)."
+    short = text + ", ".join(spec.name for spec in specs) + " (see storyboard start --help)."
     return short[:3072]
 
 
@@ -403,9 +532,10 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
 
     Returns:
         ``sagemaker.mlops.workflow.pipeline.Pipeline`` with the parameters of
-        :data:`pipeline.parameters.PARAMETER_SPECS` and the top-level steps ExtractFrames,
-        CaptionImages, HumanReview, FineTune, Evaluate and CheckModelTrained (which nests CheckQuality,
-        RegisterModel and the two Fail steps).
+        :func:`pipeline.parameters.specs_for` the fine-tune backend and the top-level steps ExtractFrames,
+        CaptionImages, HumanReview, FineTune (Training or Callback), Evaluate and, for the ``sagemaker``
+        backend, CheckQuality (nesting RegisterModel and QualityGateFailed); for ``bedrock``,
+        CheckModelTrained (nesting CheckQuality, RegisterModel and the two Fail steps).
 
     Raises:
         steps.errors.InputError: a parameter default in ``sagemaker.parameters`` is invalid.
@@ -418,7 +548,7 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
     extract = _extract_step(ctx)
     caption = _caption_step(ctx, extract)
     review = _review_step(ctx, caption)
-    finetune = _finetune_step(ctx, review)
+    finetune = _finetune_training_step(ctx, caption, review) if _lora(ctx) else _finetune_step(ctx, review)
     evaluate, report = _evaluate_step(ctx, caption, review, finetune)
     register = _register_step(ctx, review, finetune, evaluate, report)
     gate = _gate_steps(ctx, finetune, evaluate, report, register)
@@ -429,3 +559,9 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
         sagemaker_session=session,
         pipeline_experiment_config=None,
     )
+
+
+def _inference_instance_types(ctx: _Context) -> str:
+    """``SupportedRealtimeInferenceInstanceTypes`` of the model package, comma-separated: the endpoint's type."""
+    endpoint = getattr(ctx.config.registry, "endpoint", None)  # TEMP until registry.endpoint lands
+    return endpoint.instance_type if endpoint is not None else "ml.g5.2xlarge"

@@ -12,6 +12,8 @@ The runner executes the same JSON definition that SageMaker stores:
 - **Callback** steps call an in-process handler chosen by the ``Task`` argument, **Lambda** steps one
   chosen by the function name in ``FunctionArn``; both get the resolved arguments, with every S3 URI this
   run knows replaced by its local path, and must return every declared output parameter;
+- a **Training** step runs its training entry point with ``/opt/ml`` mapped into the step's run folder
+  and packs ``/opt/ml/model`` into ``model.tar.gz`` (:mod:`pipeline.local_training`);
 - **Condition** and **Fail** steps are evaluated from the definition (:mod:`pipeline.expressions`).
 
 An unsupported step type, function, condition, input mode or entry point is an error that names it,
@@ -26,6 +28,7 @@ Run folder (``runs/<execution-id>/``)::
     <Step>/step.log    the step's log (container output, handler log); <Step>/properties.json its properties
     <Step>/input/...   processing inputs (links); <Step>/output/... processing outputs
     <Step>/algo-<k>/   per-instance processing roots when InstanceCount > 1 (outputs are merged up)
+    <Step>/opt_ml/     a training step's /opt/ml (checkpoints/ survives a resume); <Step>/model-output/ its model.tar.gz
 
 A failed or interrupted run resumes with :meth:`LocalRunner.resume`: steps that succeeded are kept
 (their properties are read back), the failed or interrupted step and everything after it run again.
@@ -59,6 +62,7 @@ from pipeline.expressions import (
     referenced_steps,
     to_text,
 )
+from pipeline.local_training import TrainingStepError, check_training, run_training_step
 from steps.io import write_json
 
 if TYPE_CHECKING:
@@ -66,7 +70,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_STEP_TYPES = ("Processing", "Callback", "Lambda", "Condition", "Fail")
+SUPPORTED_STEP_TYPES = ("Processing", "Training", "Callback", "Lambda", "Condition", "Fail")
 PROCESSING_ROOT = "/opt/ml/processing"
 PROCESSING_ROOT_ENV = "STORYBOARD_PROCESSING_ROOT"
 RESOURCE_CONFIG_ENV = "STORYBOARD_RESOURCE_CONFIG"
@@ -260,6 +264,11 @@ def validate_definition(definition: Mapping[str, Any]) -> dict[str, StepInfo]:
             check_supported(args, where)
         if info.type == "Processing":
             _check_processing(info)
+        if info.type == "Training":
+            try:
+                check_training(info.name, args)
+            except TrainingStepError as err:
+                raise UnsupportedStepError(str(err)) from None
         for expr_holder in ("PropertyFiles",):
             check_supported(spec.get(expr_holder, []), where)
     _check_property_file_refs(definition, steps)
@@ -631,10 +640,10 @@ class LocalRunner:
         if root_logger.level > logging.INFO or root_logger.level == logging.NOTSET:
             root_logger.setLevel(logging.INFO)
         try:
-            handler = {"Processing": self._processing, "Callback": self._callback, "Lambda": self._lambda,
-                       "Condition": self._condition, "Fail": self._fail}[info.type]
+            handler = {"Processing": self._processing, "Training": self._training, "Callback": self._callback,
+                       "Lambda": self._lambda, "Condition": self._condition, "Fail": self._fail}[info.type]
             properties, outputs = handler(info, step_dir)
-        except StepFailure as err:
+        except (StepFailure, TrainingStepError) as err:
             return self._finish(name, FAILED, str(err), started)
         except Exception as err:  # noqa: BLE001 - any error fails the step and is recorded, as SageMaker does
             log.error("%s failed", name, exc_info=not isinstance(err, (ExpressionError, ValueError)))
@@ -821,6 +830,19 @@ class LocalRunner:
         })
         outputs_summary = {name: str(path) for name, path in output_dirs.items()}
         return properties, outputs_summary
+
+    def _training(self, info: StepInfo, step_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+        def stage(source: Path, dest: Path) -> int:
+            files = _list_files(source)
+            for rel_file, path in files:
+                _link(path, dest / rel_file)
+            dest.mkdir(parents=True, exist_ok=True)
+            return len(files)
+
+        args = self._context().evaluate(info.spec.get("Arguments", {}))
+        return run_training_step(info.name, args, step_dir, execution_id=self.execution_id, localize=self.localize,
+                                 stage=stage, launch=self.launcher, repo_root=REPO_ROOT,
+                                 failure_text=_failure_text)
 
     def _stage_input(self, item: Mapping[str, Any], roots: Mapping[str, Path], hosts: list[str],
                      extra: Mapping[str, str]) -> None:

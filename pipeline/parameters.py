@@ -8,8 +8,15 @@ The pipeline definition format has no field for a parameter's description, so th
 shown in the pipeline's description (Studio's pipeline page), by ``storyboard start --help`` and in the
 README; the names are chosen to read on their own in Studio's "Create execution" form.
 
-``stepCount``, ``batchSize`` and ``learningRate`` keep the spelling of the Bedrock hyperparameters they
-feed (Nova Canvas ranges, DESIGN §5: 10..20,000; 8..192; 1e-7..1e-4; defaults 500, 8, 1e-5).
+Which parameters a pipeline has depends on ``finetune.backend`` (chosen when compiling):
+
+- ``sagemaker`` (default): the LoRA TrainingStep's ``BaseModelS3Uri``, ``LoraTrainingSteps``,
+  ``LoraLearningRate``, ``LoraRank``, ``LoraResolution``, ``LoraBatchSize``, ``TrainingSeed``,
+  ``MixedPrecision``, ``TrainingInstanceType`` and Evaluate's ``EvaluationInstanceType`` (ranges of
+  ``steps.lora.settings``, the ranges the training entry point itself checks);
+- ``bedrock``: ``BaseModelId``, ``stepCount``, ``batchSize``, ``learningRate`` (the spelling of the
+  Bedrock hyperparameters they feed; Nova Canvas ranges, DESIGN §5: 10..20,000; 8..192; 1e-7..1e-4) and
+  ``DryRun``.
 """
 
 from __future__ import annotations
@@ -49,6 +56,20 @@ MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
 EVALUATION_IMAGES = "EvaluationImagesUri"
 INSTANCE_TYPE = "ProcessingInstanceType"
 INSTANCE_COUNT = "ProcessingInstanceCount"
+# LoRA fine-tune (finetune.backend: sagemaker)
+BASE_MODEL_URI = "BaseModelS3Uri"
+LORA_STEPS = "LoraTrainingSteps"
+LORA_LEARNING_RATE = "LoraLearningRate"
+LORA_RANK = "LoraRank"
+LORA_RESOLUTION = "LoraResolution"
+LORA_BATCH_SIZE = "LoraBatchSize"
+TRAINING_SEED = "TrainingSeed"
+MIXED_PRECISION = "MixedPrecision"
+TRAINING_INSTANCE_TYPE = "TrainingInstanceType"
+EVALUATION_INSTANCE_TYPE = "EvaluationInstanceType"
+
+BACKENDS = ("sagemaker", "bedrock")
+DEFAULT_BASE_MODEL_KEY = "models/stable-diffusion-xl-base-1.0/"  # under s3://<bucket>/<prefix>/
 
 NOVA_CANVAS_MODEL_ID = "amazon.nova-canvas-v1:0"
 
@@ -66,6 +87,8 @@ class ParameterSpec:
         enum: allowed values of a String parameter, or ``None``.
         minimum, maximum: allowed range of a numeric parameter (checked by the command line and the
             local runner; SageMaker itself does not check ranges).
+        multiple_of: an Integer parameter must be a multiple of this, or ``None``.
+        backends: the ``finetune.backend`` values whose pipelines have this parameter.
     """
 
     name: str
@@ -76,6 +99,8 @@ class ParameterSpec:
     enum: tuple[str, ...] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    multiple_of: int | None = None
+    backends: tuple[str, ...] = BACKENDS
 
 
 PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
@@ -114,27 +139,66 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
     ParameterSpec(BASE_MODEL, "String",
                   "Nova Canvas base model to fine-tune; it must be ACTIVE in Bedrock (fine-tuning is offered "
                   "in us-east-1).",
-                  "finetune.base_model_id", lambda c, s: c.finetune.base_model_id),
+                  "finetune.base_model_id", lambda c, s: c.finetune.base_model_id, backends=("bedrock",)),
     ParameterSpec(STEP_COUNT, "Integer",
                   "Bedrock hyperparameter stepCount: training steps (10 to 20,000).",
                   "finetune.hyperparameters.step_count",
                   lambda c, s: c.finetune.hyperparameters.step_count,
-                  minimum=10, maximum=20000),
+                  minimum=10, maximum=20000, backends=("bedrock",)),
     ParameterSpec(BATCH_SIZE, "Integer",
                   "Bedrock hyperparameter batchSize: images per training step (8 to 192).",
                   "finetune.hyperparameters.batch_size",
                   lambda c, s: c.finetune.hyperparameters.batch_size,
-                  minimum=8, maximum=192),
+                  minimum=8, maximum=192, backends=("bedrock",)),
     ParameterSpec(LEARNING_RATE, "Float",
                   "Bedrock hyperparameter learningRate (1e-7 to 1e-4).",
                   "finetune.hyperparameters.learning_rate",
                   lambda c, s: c.finetune.hyperparameters.learning_rate,
-                  minimum=1e-7, maximum=1e-4),
+                  minimum=1e-7, maximum=1e-4, backends=("bedrock",)),
     ParameterSpec(DRY_RUN, "String",
                   "true: FineTune validates the data and the Bedrock request and writes the request without "
                   "starting a job (no cost, no model, nothing registered); false: run the customization job.",
                   "finetune.dry_run", lambda c, s: "true" if c.finetune.dry_run else "false",
-                  enum=("true", "false")),
+                  enum=("true", "false"), backends=("bedrock",)),
+    ParameterSpec(BASE_MODEL_URI, "String",
+                  "S3 prefix of the diffusers-format base model the LoRA is trained on (default: Stable Diffusion "
+                  "XL base 1.0 copied under <prefix>/models/). Local runs take a folder, or build a small "
+                  "random-weight stand-in of the same architecture.",
+                  "finetune.lora.base_model_s3_uri",
+                  lambda c, s: c.finetune.lora.base_model_s3_uri or f"{s.base_uri}/{DEFAULT_BASE_MODEL_KEY}",
+                  backends=("sagemaker",)),
+    ParameterSpec(LORA_STEPS, "Integer", "LoRA training steps (optimizer updates), 1 to 100,000.",
+                  "finetune.lora.max_train_steps", lambda c, s: c.finetune.lora.max_train_steps,
+                  minimum=1, maximum=100_000, backends=("sagemaker",)),
+    ParameterSpec(LORA_LEARNING_RATE, "Float", "LoRA learning rate (AdamW), 1e-7 to 1e-2.",
+                  "finetune.lora.learning_rate", lambda c, s: c.finetune.lora.learning_rate,
+                  minimum=1e-7, maximum=1e-2, backends=("sagemaker",)),
+    ParameterSpec(LORA_RANK, "Integer", "LoRA rank of the UNet attention projections, 1 to 256 (higher learns "
+                  "more detail and makes a larger file).",
+                  "finetune.lora.lora_rank", lambda c, s: c.finetune.lora.lora_rank,
+                  minimum=1, maximum=256, backends=("sagemaker",)),
+    ParameterSpec(LORA_RESOLUTION, "Integer", "Training image side in px, 64 to 2,048 and a multiple of 8 "
+                  "(Stable Diffusion XL: 1024).",
+                  "finetune.lora.resolution", lambda c, s: c.finetune.lora.resolution,
+                  minimum=64, maximum=2048, multiple_of=8, backends=("sagemaker",)),
+    ParameterSpec(LORA_BATCH_SIZE, "Integer", "Images per training step on the device, 1 to 64.",
+                  "finetune.lora.train_batch_size", lambda c, s: c.finetune.lora.train_batch_size,
+                  minimum=1, maximum=64, backends=("sagemaker",)),
+    ParameterSpec(TRAINING_SEED, "Integer", "Seed of the fine-tune (data order, noise, LoRA initialisation), "
+                  "0 to 4,294,967,295.",
+                  "finetune.lora.seed", lambda c, s: c.finetune.lora.seed,
+                  minimum=0, maximum=2**32 - 1, backends=("sagemaker",)),
+    ParameterSpec(MIXED_PRECISION, "String", "Mixed precision of the fine-tune: bf16 (GPUs that have it), "
+                  "fp16, or no (fp32).",
+                  "finetune.lora.mixed_precision", lambda c, s: c.finetune.lora.mixed_precision,
+                  enum=("no", "fp16", "bf16"), backends=("sagemaker",)),
+    ParameterSpec(TRAINING_INSTANCE_TYPE, "String", "Instance type of the LoRA training job (a GPU instance).",
+                  "sagemaker.training_instance_type", lambda c, s: c.sagemaker.training_instance_type,
+                  backends=("sagemaker",)),
+    ParameterSpec(EVALUATION_INSTANCE_TYPE, "String", "Instance type of Evaluate, which generates images with "
+                  "the base and the fine-tuned model (a GPU instance).",
+                  "sagemaker.evaluation_instance_type", lambda c, s: c.sagemaker.evaluation_instance_type,
+                  backends=("sagemaker",)),
     ParameterSpec(REVIEW_MODE, "String",
                   "a2i: reviewers approve, edit or reject every image and caption in Amazon A2I; auto: an "
                   "automatic policy approves the captioned crops without people.",
@@ -169,6 +233,17 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
 )
 
 SPECS_BY_NAME: dict[str, ParameterSpec] = {spec.name: spec for spec in PARAMETER_SPECS}
+
+
+def specs_for(backend: str) -> tuple[ParameterSpec, ...]:
+    """The parameters of a pipeline compiled for ``finetune.backend`` ``backend``, in definition order.
+
+    Raises:
+        ValueError: an unknown backend.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown fine-tune backend {backend!r}; one of {BACKENDS}")
+    return tuple(spec for spec in PARAMETER_SPECS if backend in spec.backends)
 
 
 def container_config(config: StoryboardConfig) -> dict[str, Any]:
@@ -214,11 +289,14 @@ def parameter_defaults(config: StoryboardConfig, settings: SageMakerSettings) ->
             the wrong type or out of range.
     """
     overrides = dict(config.sagemaker.parameters)
-    unknown = sorted(set(overrides) - set(SPECS_BY_NAME))
+    specs = specs_for(config.finetune.backend)
+    known = {spec.name for spec in specs}
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise InputError(f"sagemaker.parameters: unknown parameter(s) {unknown}; known: {sorted(SPECS_BY_NAME)}")
+        raise InputError(f"sagemaker.parameters: unknown parameter(s) {unknown} for finetune.backend "
+                         f"{config.finetune.backend}; known: {sorted(known)}")
     values: dict[str, ParameterValue] = {}
-    for spec in PARAMETER_SPECS:
+    for spec in specs:
         if spec.name in overrides:
             values[spec.name] = coerce_value(spec, overrides[spec.name], source="sagemaker.parameters")
         else:
@@ -249,6 +327,8 @@ def coerce_value(spec: ParameterSpec, value: Any, source: str = "--param") -> Pa
         if (spec.minimum is not None and converted < spec.minimum) or (
                 spec.maximum is not None and converted > spec.maximum):
             raise InputError(f"{source}: parameter {spec.name}={converted} is outside {spec.minimum}..{spec.maximum}")
+    if spec.multiple_of and isinstance(converted, int) and converted % spec.multiple_of:
+        raise InputError(f"{source}: parameter {spec.name}={converted} must be a multiple of {spec.multiple_of}")
     return converted
 
 
@@ -301,7 +381,7 @@ def build_parameters(config: StoryboardConfig, settings: SageMakerSettings) -> d
 
     defaults = parameter_defaults(config, settings)
     built: dict[str, Any] = {}
-    for spec in PARAMETER_SPECS:
+    for spec in specs_for(config.finetune.backend):
         default = defaults[spec.name]
         if spec.type == "String":
             built[spec.name] = ParameterString(spec.name, default_value=str(default),
@@ -314,12 +394,16 @@ def build_parameters(config: StoryboardConfig, settings: SageMakerSettings) -> d
 
 
 def describe_parameters(defaults: Mapping[str, ParameterValue] | None = None, width: int = 100) -> str:
-    """A plain-text table of the parameters: name, type, default and description (for help and README)."""
+    """A plain-text table of the parameters: name, type, default and description (for help and README).
+
+    Parameters of one fine-tune backend only are marked with it.
+    """
     import textwrap
 
     lines = []
     for spec in PARAMETER_SPECS:
         default = "" if defaults is None else f" (default: {defaults.get(spec.name)!r})"
-        lines.append(f"{spec.name} [{spec.type}]{default}")
+        only = f" ({spec.backends[0]} backend)" if len(spec.backends) == 1 else ""
+        lines.append(f"{spec.name} [{spec.type}]{default}{only}")
         lines.extend(textwrap.wrap(spec.description, width=width, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(lines)

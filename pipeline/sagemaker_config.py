@@ -10,6 +10,9 @@ Sources of the limits quoted below:
   ``^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}``), description at most 3,072 characters.
 - Processing: ``CreateProcessingJob`` (``InstanceCount`` 1..100, ``VolumeSizeInGB`` 1..16,384,
   ``MaxRuntimeInSeconds`` 1..777,600).
+- Training: ``CreateTrainingJob`` (``StoppingCondition.MaxRuntimeInSeconds`` at least 1, at most 28 days
+  for a job, ``MaxWaitTimeInSeconds`` at least ``MaxRuntimeInSeconds`` and only with managed spot
+  training; ``VolumeSizeInGB`` at least 1).
 - Caching: "Caching pipeline steps" in the SageMaker developer guide (``ExpireAfter`` is an ISO 8601
   duration such as ``P30D`` or ``PT12H``).
 - Retry policies: "Retry policy for pipeline steps" (``MaxAttempts`` 1..20, interval and backoff).
@@ -23,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from pipeline.config_base import StrictModel
 
@@ -69,6 +72,15 @@ class SageMakerConfig(StrictModel):
         prefix: key prefix under the bucket.
         processing_image_uri: ECR image built from ``containers/processing/Dockerfile``; default
             ``<account>.dkr.ecr.<region>.amazonaws.com/<project>-processing:latest``.
+        training_image_uri / inference_image_uri: ECR images built from ``containers/training/Dockerfile``
+            and ``containers/inference/Dockerfile``; default ``<account>.dkr.ecr.<region>.amazonaws.com/
+            <project>-training:latest`` and ``...-inference:latest``.
+        training_instance_type: default of the ``TrainingInstanceType`` parameter (a GPU instance).
+        training_use_spot: managed spot training (``EnableManagedSpotTraining``); the job resumes from
+            its last checkpoint after an interruption. ``training_max_wait_s`` bounds the wait for spot
+            capacity plus the run.
+        evaluation_instance_type: default of ``EvaluationInstanceType``: the Evaluate job generates images
+            with the base and the fine-tuned model, so it wants a GPU.
         processing_instance_type / processing_instance_count: defaults of the pipeline parameters
             ``ProcessingInstanceType`` and ``ProcessingInstanceCount`` (ExtractFrames scales out over
             videos with ``ShardedByS3Key``; CaptionImages and Evaluate run on one instance).
@@ -98,6 +110,14 @@ class SageMakerConfig(StrictModel):
     processing_instance_count: int = Field(1, ge=1, le=100)
     processing_volume_size_gb: int = Field(30, ge=1, le=16384)
     processing_max_runtime_s: int = Field(4 * 3600, ge=60, le=777600)
+    training_image_uri: str | None = Field(None, min_length=1, max_length=255)
+    inference_image_uri: str | None = Field(None, min_length=1, max_length=255)
+    training_instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
+    training_volume_size_gb: int = Field(100, ge=1, le=16384)
+    training_max_runtime_s: int = Field(24 * 3600, ge=60, le=28 * 24 * 3600)
+    training_use_spot: bool = False
+    training_max_wait_s: int = Field(48 * 3600, ge=60, le=28 * 24 * 3600)
+    evaluation_instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$")
     review_queue_url: str | None = Field(None, pattern=r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/.+$")
     finetune_queue_url: str | None = Field(None,
                                            pattern=r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/.+$")
@@ -116,6 +136,14 @@ class SageMakerConfig(StrictModel):
         if not re.fullmatch(ISO_DURATION_PATTERN, value):
             raise ValueError(f"{value!r} is not an ISO 8601 duration such as P30D, PT12H or P1DT6H")
         return value
+
+    @model_validator(mode="after")
+    def _spot_wait(self) -> SageMakerConfig:
+        if self.training_use_spot and self.training_max_wait_s < self.training_max_runtime_s:
+            raise ValueError(f"training_max_wait_s ({self.training_max_wait_s}) must be at least "
+                             f"training_max_runtime_s ({self.training_max_runtime_s}) with managed spot training "
+                             "(CreateTrainingJob StoppingCondition)")
+        return self
 
     @field_validator("tags")
     @classmethod
@@ -145,6 +173,8 @@ class SageMakerSettings:
     bucket: str
     prefix: str
     processing_image_uri: str
+    training_image_uri: str
+    inference_image_uri: str
     review_queue_url: str
     finetune_queue_url: str
     register_function_arn: str
@@ -216,6 +246,14 @@ def resolve_settings(config: StoryboardConfig, role_arn: str | None = None,
             sm.processing_image_uri,
             f"{account}.dkr.ecr.{region}.amazonaws.com/{config.project}-processing:latest",
             "processing_image_uri"),
+        training_image_uri=derived(
+            sm.training_image_uri,
+            f"{account}.dkr.ecr.{region}.amazonaws.com/{config.project}-training:latest",
+            "training_image_uri"),
+        inference_image_uri=derived(
+            sm.inference_image_uri,
+            f"{account}.dkr.ecr.{region}.amazonaws.com/{config.project}-inference:latest",
+            "inference_image_uri"),
         review_queue_url=derived(sm.review_queue_url, default_queue, "review_queue_url"),
         finetune_queue_url=derived(sm.finetune_queue_url, default_queue, "finetune_queue_url"),
         register_function_arn=derived(

@@ -29,7 +29,11 @@ ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 
 @pytest.fixture(scope="module")
 def yaml_config():
-    return load_config(REPO / "pipeline.yaml")
+    """The repository's pipeline.yaml with the Bedrock fine-tune backend (most tests here check its definition;
+    the LoRA definition, the default, is checked by the ``lora_*`` fixtures)."""
+    data = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    data["finetune"]["backend"] = "bedrock"
+    return parse_config(data)
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +46,23 @@ def definition(yaml_config) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def steps(definition):
     return flatten_steps(definition)
+
+
+@pytest.fixture(scope="module")
+def lora_config():
+    return load_config(REPO / "pipeline.yaml")
+
+
+@pytest.fixture(scope="module")
+def lora_definition(lora_config) -> dict[str, Any]:
+    from pipeline.compile import compile_definition
+
+    return compile_definition(lora_config)
+
+
+@pytest.fixture(scope="module")
+def lora_steps(lora_definition):
+    return flatten_steps(lora_definition)
 
 
 def _ancestors(steps, name: str) -> set[str]:
@@ -87,7 +108,10 @@ def test_the_seven_steps_and_the_gates(steps):
                                                                   if s.parent is None]})))
 
 
-def test_every_get_resolves_to_a_declared_parameter_step_output_or_property_file(definition, steps):
+@pytest.mark.parametrize("which", ["bedrock", "lora"])
+def test_every_get_resolves_to_a_declared_parameter_step_output_or_property_file(which, request):
+    definition = request.getfixturevalue("definition" if which == "bedrock" else "lora_definition")
+    steps = request.getfixturevalue("steps" if which == "bedrock" else "lora_steps")
     parameters = {p["Name"] for p in definition["Parameters"]}
     checked = 0
     for name, info in steps.items():
@@ -118,6 +142,8 @@ def test_every_get_resolves_to_a_declared_parameter_step_output_or_property_file
                 assert target.type == "Processing"
                 walk(target.spec["Arguments"], rest[:3], path)  # the named output exists
                 assert rest[3:] == ["S3Output", "S3Uri"], path
+            elif target.type == "Training":  # DescribeTrainingJob fields the local runner also sets
+                assert rest in (["ModelArtifacts", "S3ModelArtifacts"], ["TrainingJobName"]), path
             else:
                 pytest.fail(f"{name}: unexpected property path {path}")
     assert checked > 30
@@ -164,7 +190,7 @@ def test_jsonget_paths_exist_in_evaluation_json_written_by_the_evaluate_step(def
 def test_parameter_names_and_defaults_follow_pipeline_yaml(definition, yaml_config):
     raw = yaml.safe_load((REPO / "pipeline.yaml").read_text())
     params = {p["Name"]: p for p in definition["Parameters"]}
-    assert list(params) == [spec.name for spec in P.PARAMETER_SPECS]
+    assert list(params) == [spec.name for spec in P.specs_for("bedrock")]
     defaults = {name: p.get("DefaultValue") for name, p in params.items()}
     settings = resolve_settings(yaml_config)
     expected = {
@@ -204,6 +230,7 @@ def test_yaml_overrides_change_defaults_and_bad_overrides_are_named(tmp_path):
 
     text = (REPO / "pipeline.yaml").read_text()
     data = yaml.safe_load(text)
+    data["finetune"]["backend"] = "bedrock"
     data["sampling"]["every_s"] = 2.5
     data["sagemaker"] = {"role_arn": ROLE, "parameters": {"stepCount": 1400, "ReviewMode": "a2i"},
                          "processing_instance_count": 4}
@@ -215,6 +242,12 @@ def test_yaml_overrides_change_defaults_and_bad_overrides_are_named(tmp_path):
     assert defaults["InputVideosS3Uri"] == "s3://sagemaker-us-east-1-123456789012/storyboard/input/videos/"
     for bad, match in (({"StepCount": 5}, "unknown parameter"), ({"stepCount": 5}, "outside"),
                        ({"ReviewMode": "manual"}, "one of")):
+        data["sagemaker"]["parameters"] = bad
+        with pytest.raises(InputError, match=match):
+            compile_definition(parse_config(data))
+    data["finetune"]["backend"] = "sagemaker"
+    for bad, match in (({"stepCount": 1400}, "unknown parameter"), ({"LoraResolution": 100}, "multiple of 8"),
+                       ({"LoraRank": 0}, "outside"), ({"MixedPrecision": "fp8"}, "one of")):
         data["sagemaker"]["parameters"] = bad
         with pytest.raises(InputError, match=match):
             compile_definition(parse_config(data))
@@ -330,3 +363,98 @@ def test_compile_is_offline_and_byte_identical(tmp_path):
     document = json.loads(outputs[0])
     assert document["Version"] == "2020-12-01" and len(document["Steps"]) == 6
     assert outputs[0].decode() == json.dumps(document, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_lora_backend_trains_with_a_training_step_fed_by_pipeline_parameters(lora_definition, lora_steps,
+                                                                              lora_config):
+    steps = lora_steps
+    kinds = {name: info.type for name, info in steps.items()}
+    assert kinds == {
+        D.EXTRACT: "Processing", D.CAPTION: "Processing", D.REVIEW: "Callback", D.FINETUNE: "Training",
+        D.EVALUATE: "Processing", D.CHECK_QUALITY: "Condition", D.REGISTER: "Lambda", D.FAIL_QUALITY: "Fail"}
+    assert steps[D.CHECK_QUALITY].parent is None  # a succeeded training job trained a model
+    settings = resolve_settings(lora_config)
+    train = steps[D.FINETUNE].spec
+    assert train["DisplayName"] == "Fine-tune (LoRA)"
+    args = train["Arguments"]
+    algo = args["AlgorithmSpecification"]
+    assert algo["TrainingImage"] == settings.training_image_uri
+    assert algo["ContainerEntrypoint"] == D.TRAINING_ENTRYPOINT
+    assert algo["MetricDefinitions"] == [D.LOSS_METRIC]
+    hyper = args["HyperParameters"]
+    from_params = {"max_train_steps": P.LORA_STEPS, "learning_rate": P.LORA_LEARNING_RATE, "lora_rank": P.LORA_RANK,
+                   "resolution": P.LORA_RESOLUTION, "train_batch_size": P.LORA_BATCH_SIZE, "seed": P.TRAINING_SEED,
+                   "mixed_precision": P.MIXED_PRECISION}
+    for key, parameter in from_params.items():
+        assert f"Parameters.{parameter}" in list(iter_gets(hyper[key])), key
+    fixed = {k: v for k, v in hyper.items() if k not in from_params}
+    assert all(isinstance(v, str) for v in fixed.values()) and fixed == lora_config.finetune.lora.hyperparameters()
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in args["InputDataConfig"]}
+    assert channels == {
+        "train": {"Get": "Steps.CaptionImages.ProcessingOutputConfig.Outputs['dataset'].S3Output.S3Uri"},
+        "review": {"Get": "Steps.HumanReview.OutputParameters['ReviewedManifestUri']"},
+        "base_model": {"Get": "Parameters.BaseModelS3Uri"}}
+    for key in ("OutputDataConfig", "CheckpointConfig"):
+        uri = args[key]["S3OutputPath" if key == "OutputDataConfig" else "S3Uri"]["Std:Join"]["Values"]
+        assert uri[:2] == ["s3:/", settings.bucket] and {"Get": "Execution.PipelineExecutionId"} in uri
+    assert args["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert args["ResourceConfig"]["InstanceType"] == {"Get": "Parameters.TrainingInstanceType"}
+    assert args["EnableManagedSpotTraining"] is False and "MaxWaitTimeInSeconds" not in args["StoppingCondition"]
+    # Evaluate and RegisterModel read the model this run trained.
+    evaluate = steps[D.EVALUATE].spec["Arguments"]
+    inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in evaluate["ProcessingInputs"]}
+    assert inputs["model"] == {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}
+    assert inputs["base_model"] == {"Get": "Parameters.BaseModelS3Uri"}
+    assert evaluate["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {
+        "Get": "Parameters.EvaluationInstanceType"}
+    assert evaluate["AppSpecification"]["ContainerArguments"][:2] == ["--finetune-backend", "sagemaker"]
+    register = steps[D.REGISTER].spec["Arguments"]
+    assert register["ModelDataUrl"] == {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}
+    assert register["TrainingJobName"] == {"Get": "Steps.FineTune.TrainingJobName"}
+    assert register["FineTuneBackend"] == "sagemaker" and register["InferenceImageUri"] == settings.inference_image_uri
+    params = {p["Name"]: p for p in lora_definition["Parameters"]}
+    assert list(params) == [spec.name for spec in P.specs_for("sagemaker")]
+    assert params[P.LORA_STEPS]["DefaultValue"] == lora_config.finetune.lora.max_train_steps
+    assert params[P.BASE_MODEL_URI]["DefaultValue"] == f"{settings.base_uri}/{P.DEFAULT_BASE_MODEL_KEY}"
+    assert not {"stepCount", "DryRun", "BaseModelId"} & set(params)
+
+
+def test_spot_training_sets_the_wait_and_the_config_refuses_a_short_one():
+    from pipeline.compile import compile_definition
+
+    data = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    data["sagemaker"].update(training_use_spot=True, training_max_runtime_s=3600, training_max_wait_s=7200)
+    args = flatten_steps(compile_definition(parse_config(data)))[D.FINETUNE].spec["Arguments"]
+    assert args["EnableManagedSpotTraining"] is True
+    assert args["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 7200}
+    data["sagemaker"]["training_max_wait_s"] = 600
+    with pytest.raises(Exception, match="training_max_wait_s"):
+        parse_config(data)
+
+
+def test_create_training_job_request_passes_botocore_validation(lora_definition, lora_steps):
+    """The FineTune step's CreateTrainingJob request, resolved as SageMaker resolves it at run time, is valid
+    for botocore's sagemaker service model (the Stubber validates every parameter)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from pipeline.expressions import EvaluationContext
+
+    parameters = {p["Name"]: p.get("DefaultValue") for p in lora_definition["Parameters"]}
+    outputs = {D.CAPTION: {"ProcessingOutputConfig": {"Outputs": [{"OutputName": D.DATASET_OUTPUT, "S3Output": {
+        "S3Uri": "s3://bucket/storyboard/storyboard-pipeline/exec-1/CaptionImages/dataset"}}]}},
+        D.REVIEW: {"OutputParameters": {"ReviewedManifestUri": "s3://bucket/reviews/exec-1/train.jsonl"}}}
+    ctx = EvaluationContext(
+        parameters=parameters,
+        execution={"PipelineExecutionId": "exec-1", "PipelineExecutionArn": "arn:aws:sagemaker:us-east-1:"
+                   "123456789012:pipeline/storyboard-pipeline/execution/exec-1"},
+        step_properties=lambda name: outputs[name], property_file=None, read_json_uri=None)
+    request = ctx.evaluate(lora_steps[D.FINETUNE].spec["Arguments"])
+    assert all(isinstance(v, str) for v in request["HyperParameters"].values())
+    assert request["HyperParameters"]["max_train_steps"] == str(parameters[P.LORA_STEPS])
+    client = boto3.client("sagemaker", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:123456789012:"
+                                                                     "training-job/storyboard-lora-1"})
+        client.create_training_job(TrainingJobName="storyboard-lora-1", **request)
+        stub.assert_no_pending_responses()

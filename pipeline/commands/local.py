@@ -3,7 +3,8 @@
 ::
 
     storyboard run --local --video clip.mp4 --characters characters/ [--config pipeline.yaml]
-                   [--evaluation-images DIR] [--param Name=Value ...] [--runs runs] [--execution-id ID]
+                   [--base-model DIR] [--evaluation-images DIR] [--param Name=Value ...] [--runs runs]
+                   [--execution-id ID]
     storyboard run --local --resume <execution-id> [--runs runs]
 
 The definition is compiled from the configuration exactly as ``storyboard compile`` does and run by
@@ -11,7 +12,16 @@ The definition is compiled from the configuration exactly as ``storyboard compil
 Callback and Lambda steps the local handlers of ``containers.lambda_handlers.local`` (automatic review,
 dry-run fine-tune, local registry file). In local runs the S3 URI parameters also take local paths;
 ``--video`` and ``--characters`` are shorthands for ``InputVideosS3Uri`` and ``ReferencesS3Uri`` (the
-same layout as ``storyboard prepare``), ``--evaluation-images`` for ``EvaluationImagesUri``.
+same layout as ``storyboard prepare``), ``--evaluation-images`` for ``EvaluationImagesUri``,
+``--base-model`` for ``BaseModelS3Uri``.
+
+The LoRA fine-tune (``finetune.backend: sagemaker``) needs a diffusers-format base model. No weights can
+be downloaded here, so without ``--base-model`` a local run trains on a stand-in: a small pipeline of the
+default base's architecture (Stable Diffusion XL: two text encoders, text-time conditioning) with random
+weights, built once under ``<runs>/.models/`` (the way diffusers' own tests build tiny pipelines). The code
+path is the one the cloud runs; the figures test the machinery, not the quality, and the evaluation report
+and the model card say so. With the stand-in, parameters not given with ``--param`` default to
+:data:`STAND_IN_PARAMETERS` (64 px, fp32). A GPU-less machine trains in fp32 (``MixedPrecision=no``).
 
 Exit status: 0 the execution succeeded; 1 a step failed (resume it with ``--resume``); 2 bad input;
 3 the execution ended in a Fail step (a model was not registered, for the reason printed: for
@@ -33,7 +43,11 @@ from steps.errors import InputError
 log = logging.getLogger(__name__)
 
 EXIT_FAILED, EXIT_FAIL_STEP, EXIT_INTERRUPTED = 1, 3, 130
-LOCAL_PATH_PARAMETERS = ("InputVideosS3Uri", "ReferencesS3Uri", "PipelineConfigS3Uri", "EvaluationImagesUri")
+LOCAL_PATH_PARAMETERS = ("InputVideosS3Uri", "ReferencesS3Uri", "PipelineConfigS3Uri", "EvaluationImagesUri",
+                         "BaseModelS3Uri")
+# Parameter defaults of a local run on the random-weight stand-in base: its UNet is sized for 64 px images.
+STAND_IN_PARAMETERS = {"LoraResolution": 64, "MixedPrecision": "no"}
+STAND_IN_DIR = ".models/stand-in-sdxl"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="input video (repeatable); sets InputVideosS3Uri")
     parser.add_argument("--characters", type=Path, default=None, metavar="DIR",
                         help="reference images, DIR/<character>/*; sets ReferencesS3Uri")
+    parser.add_argument("--base-model", type=Path, default=None, metavar="DIR",
+                        help="diffusers-format base model folder for the LoRA fine-tune; sets BaseModelS3Uri "
+                             "(default: a small random-weight stand-in of Stable Diffusion XL's architecture)")
     parser.add_argument("--evaluation-images", type=Path, default=None, metavar="DIR",
                         help="already generated images for Evaluate; sets EvaluationImagesUri")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default: runs)")
@@ -118,6 +135,12 @@ def _input_overrides(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
         if not characters.is_dir():
             raise InputError(f"--characters {args.characters}: not a folder (expected DIR/<character>/ images)")
         overrides["ReferencesS3Uri"] = str(characters)
+    if args.base_model is not None:
+        base = args.base_model.expanduser().resolve()
+        if not (base / "model_index.json").is_file():
+            raise InputError(f"--base-model {args.base_model}: not a diffusers model folder (no model_index.json); "
+                             "save one with DiffusionPipeline.save_pretrained(DIR)")
+        overrides["BaseModelS3Uri"] = str(base)
     if args.evaluation_images is not None:
         images = args.evaluation_images.expanduser().resolve()
         if not images.is_dir():
@@ -126,11 +149,59 @@ def _input_overrides(args: argparse.Namespace, run_dir: Path) -> dict[str, str]:
     return overrides
 
 
+def base_model_overrides(definition: dict[str, Any], overrides: dict[str, Any], runs_dir: Path) -> dict[str, Any]:
+    """For a LoRA pipeline run locally: the base model parameter and the stand-in defaults.
+
+    When ``BaseModelS3Uri`` is not a local folder (not given, or an ``s3://`` default), the random-weight
+    stand-in (:func:`steps.lora.model.build_tiny_sdxl`) is built under ``runs_dir`` and used, and the
+    parameters of :data:`STAND_IN_PARAMETERS` not given in ``overrides`` take their stand-in values. On a
+    machine without CUDA, ``MixedPrecision`` defaults to ``no``. Returns the overrides to add.
+    """
+    names = {p["Name"] for p in definition.get("Parameters", [])}
+    if "BaseModelS3Uri" not in names:
+        return {}
+    added: dict[str, Any] = {}
+    if "://" in str(overrides.get("BaseModelS3Uri", "s3://")):
+        from steps.lora.model import build_tiny_sdxl
+
+        folder = build_tiny_sdxl(runs_dir / STAND_IN_DIR)
+        log.warning("no local base model (--base-model DIR): the LoRA is trained on an untrained stand-in with "
+                    "random weights and Stable Diffusion XL's architecture (%s); its figures test the machinery, "
+                    "not the quality", folder)
+        print(f"base model: untrained random-weight stand-in of Stable Diffusion XL's architecture ({folder}); "
+              "give --base-model DIR for a real one")
+        added["BaseModelS3Uri"] = str(folder)
+        added.update({k: v for k, v in STAND_IN_PARAMETERS.items() if k not in overrides})
+    if "MixedPrecision" not in overrides and "MixedPrecision" not in added:
+        import torch
+
+        if not torch.cuda.is_available():
+            added["MixedPrecision"] = "no"
+    return added
+
+
+def check_ranges(values: dict[str, Any]) -> None:
+    """Check every parameter value against its range and allowed values (``pipeline.parameters``), before
+    any step runs: a value SageMaker would accept but a step would refuse hours later is refused now.
+
+    Raises:
+        steps.errors.InputError: naming the parameter and its range.
+    """
+    from pipeline.parameters import SPECS_BY_NAME, coerce_value
+
+    for name, value in values.items():
+        if name in SPECS_BY_NAME:
+            coerce_value(SPECS_BY_NAME[name], value, source="--param")
+
+
 def _check_local_inputs(values: dict[str, Any]) -> None:
-    for name in ("InputVideosS3Uri", "ReferencesS3Uri"):
+    for name in ("InputVideosS3Uri", "ReferencesS3Uri", "BaseModelS3Uri"):
+        if name not in values:
+            continue
         value = str(values.get(name, ""))
         if value.startswith("s3://"):
-            flag = "--video PATH" if name == "InputVideosS3Uri" else "--characters DIR"
+            flag = {"InputVideosS3Uri": "--video PATH", "ReferencesS3Uri": "--characters DIR"}.get(name,
+                                                                                               "--base-model DIR")
             raise InputError(f"{name} is {value}; a local run reads local files: give {flag} or "
                              f"--param {name}=<local path>")
         if value and not Path(value).expanduser().exists():
@@ -144,9 +215,10 @@ def run_local(args: argparse.Namespace) -> int:
 
     runs_dir = args.runs.expanduser().resolve()
     if args.resume:
-        if args.param or args.video or args.characters or args.evaluation_images or args.execution_id:
+        if args.param or args.video or args.characters or args.evaluation_images or args.execution_id or \
+                args.base_model:
             raise InputError("--resume runs an execution again with its own parameters; do not combine it with "
-                             "--param, --video, --characters, --evaluation-images or --execution-id")
+                             "--param, --video, --characters, --base-model, --evaluation-images or --execution-id")
         from pipeline.config import parse_config
 
         run_dir = runs_dir / args.resume
@@ -179,9 +251,11 @@ def run_local(args: argparse.Namespace) -> int:
             if value and "://" not in value:
                 overrides[name] = str(Path(value).expanduser().resolve())
         definition = compile_definition(config, settings)
+        overrides.update(base_model_overrides(definition, overrides, runs_dir))
         config_dir = run_dir / "inputs" / "config"
         overrides.setdefault("PipelineConfigS3Uri", str(config_dir))
         values = resolve_parameters(definition, overrides)
+        check_ranges(values)
         _check_local_inputs(values)
         write_json(config_dir / "pipeline.json", local_config_document(config))
         execution_prefix = f"{settings.base_uri}/{settings.pipeline_name}/{execution_id}"
