@@ -2,6 +2,9 @@
 
 Limits quoted here come from DESIGN.md §5 and the service models botocore ships:
 
+- The LoRA fine-tune (``finetune.backend: sagemaker``): ranges of ``steps.lora.settings`` (the training
+  entry point checks the same ranges on the hyperparameters SageMaker hands it).
+
 - Nova Canvas fine-tuning hyperparameters (Amazon Nova user guide, "Hyperparameters for image
   generation models"): ``stepCount`` 10 to 20,000 (default 500), ``batchSize`` 8 to 192 (default 8),
   ``learningRate`` 1e-7 to 1e-4 (default 1e-5). Bedrock takes them as strings.
@@ -26,6 +29,7 @@ BATCH_SIZE_MIN, BATCH_SIZE_MAX, BATCH_SIZE_DEFAULT = 8, 192, 8
 LEARNING_RATE_MIN, LEARNING_RATE_MAX, LEARNING_RATE_DEFAULT = 1e-7, 1e-4, 1e-5
 
 NOVA_CANVAS_MODEL_ID = "amazon.nova-canvas-v1:0"
+SDXL_BASE_MODEL_ID = "stabilityai/stable-diffusion-xl-base-1.0"
 
 # A2I limits (SageMaker API reference CreateFlowDefinition / StartHumanLoop; A2I quotas page).
 A2I_NAME_PATTERN = r"^[a-z0-9](-*[a-z0-9]){0,62}$"
@@ -134,16 +138,72 @@ def format_learning_rate(value: float) -> str:
     return text if float(text) == value else repr(value)
 
 
-class FineTuneConfig(StrictModel):
-    """Bedrock model customization job for Nova Canvas (step 4, FineTune).
+class LoraConfig(StrictModel):
+    """The LoRA fine-tune trained by the SageMaker TrainingStep (``finetune.backend: sagemaker``).
 
-    ``dry_run`` (default true) validates the data and the request and writes the exact request without
-    starting a job; the pipeline parameter ``DryRun`` overrides it. A real job needs ``role_arn``
-    (trusted by ``bedrock.amazonaws.com``) and ``output_s3_uri``.
+    Each value is the default of a pipeline parameter (``LoraTrainingSteps``, ``LoraLearningRate``,
+    ``LoraRank``, ``LoraResolution``, ``LoraBatchSize``, ``TrainingSeed``, ``MixedPrecision``) or a fixed
+    hyperparameter of the training job. The defaults follow diffusers' DreamBooth LoRA SDXL example
+    (learning rate 1e-4, 500 steps at 1024 px). The base model is a diffusers-format folder under an S3
+    prefix (``base_model_s3_uri``; default ``s3://<bucket>/<prefix>/models/stable-diffusion-xl-base-1.0/``):
+    copy Stable Diffusion XL base 1.0 there once (its licence, CreativeML Open RAIL++-M, is in the README).
     """
 
+    base_model_id: str = Field(SDXL_BASE_MODEL_ID, min_length=1, max_length=256,
+                               description="The base model's name (Hugging Face Hub ID): recorded in the model "
+                                           "card and the registry; also loaded from the Hub by a job whose "
+                                           "base_model channel holds no diffusers model.")
+    base_model_s3_uri: str | None = Field(None, pattern=S3_URI_PATTERN,
+                                          description="S3 prefix of the diffusers-format base model.")
+    max_train_steps: int = Field(500, ge=1, le=100_000, description="Optimizer steps (1..100,000).")
+    learning_rate: float = Field(1e-4, ge=1e-7, le=1e-2, description="AdamW learning rate (1e-7..1e-2).")
+    lora_rank: int = Field(16, ge=1, le=256, description="LoRA rank r of the UNet attention projections.")
+    resolution: int = Field(1024, ge=64, le=2048, multiple_of=8,
+                            description="Training image side in px (64..2,048, a multiple of 8; SDXL: 1024).")
+    train_batch_size: int = Field(1, ge=1, le=64, description="Images per device per step.")
+    gradient_accumulation_steps: int = Field(4, ge=1, le=64, description="Steps accumulated per update.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of sampling, noise and LoRA initialisation.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field(
+        "bf16", description="bf16 on GPUs that have it (g5, p4d, p5); on the CPU the job trains in fp32.")
+    checkpointing_steps: int = Field(100, ge=1, le=100_000, description="Save a checkpoint every N steps.")
+    checkpoints_total_limit: int = Field(2, ge=1, le=100, description="Checkpoints kept (older are deleted).")
+    min_records: int = Field(5, ge=1, le=100_000,
+                             description="Fewest reviewed records the job accepts (refused before training).")
+    caption_token_policy: Literal["truncate", "refuse"] = Field(
+        "truncate", description="Captions over the text encoders' 77 tokens: truncate with a warning, or refuse "
+                                "the training set.")
+
+    def hyperparameters(self) -> dict[str, str]:
+        """The fixed hyperparameters of the training job (strings, as SageMaker passes them); the ones that
+        are pipeline parameters are set by the pipeline definition."""
+        return {
+            "gradient_accumulation_steps": str(self.gradient_accumulation_steps),
+            "checkpointing_steps": str(self.checkpointing_steps),
+            "checkpoints_total_limit": str(self.checkpoints_total_limit),
+            "min_records": str(self.min_records),
+            "caption_token_policy": self.caption_token_policy,
+            "base_model_id": self.base_model_id,
+        }
+
+
+class FineTuneConfig(StrictModel):
+    """Step 4, FineTune: a LoRA on an open-weights model trained by a SageMaker TrainingStep (``backend:
+    sagemaker``, the default), or a Bedrock model customization job (``backend: bedrock``).
+
+    Bedrock: Nova Canvas v1 reached end of life on 2026-09-30 and no Bedrock image model accepts
+    customization today; the backend stays for one that does. ``dry_run`` (default true) validates the data
+    and the request and writes the exact request without starting a job; the pipeline parameter ``DryRun``
+    overrides it. A real job needs ``role_arn`` (trusted by ``bedrock.amazonaws.com``) and ``output_s3_uri``.
+    The backend is chosen when the pipeline is compiled.
+    """
+
+    backend: Literal["sagemaker", "bedrock"] = Field(
+        "sagemaker", description="sagemaker: LoRA TrainingStep; bedrock: model customization CallbackStep.")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+
     base_model_id: str = Field(NOVA_CANVAS_MODEL_ID, min_length=1, max_length=2048,
-                               description="Base model (Nova Canvas fine-tuning: us-east-1 only).")
+                               description="Bedrock base model (Nova Canvas fine-tuning: us-east-1 only).")
     hyperparameters: HyperParameters = Field(default_factory=HyperParameters)
     role_arn: str | None = Field(None, pattern=ROLE_ARN_PATTERN, description="Bedrock service role.")
     output_s3_uri: str | None = Field(None, pattern=S3_URI_PATTERN, description="Job output prefix.")
