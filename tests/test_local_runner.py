@@ -38,7 +38,9 @@ ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 
 @pytest.fixture(scope="module")
 def config():
-    return parse_config({"sagemaker": {"role_arn": ROLE, "bucket": "storyboard-test-bucket"}})
+    """The Bedrock fine-tune backend (a Callback step); the LoRA TrainingStep is run in test_local_training.py."""
+    return parse_config({"sagemaker": {"role_arn": ROLE, "bucket": "storyboard-test-bucket"},
+                         "finetune": {"backend": "bedrock"}})
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +294,12 @@ def test_input_that_only_exists_in_s3_is_an_explicit_error(definition, config, t
 
 
 @pytest.mark.parametrize("mutation, message", [
-    (lambda d: d["Steps"].append({"Name": "Train", "Type": "Training", "Arguments": {}}), "type 'Training'"),
+    (lambda d: d["Steps"].append({"Name": "Tune", "Type": "Tuning", "Arguments": {}}), "type 'Tuning'"),
+    (lambda d: d["Steps"].append({"Name": "Train", "Type": "Training", "Arguments": {}}), "training entry points"),
+    (lambda d: d["Steps"].append({"Name": "Train", "Type": "Training", "Arguments": {
+        "AlgorithmSpecification": {"ContainerEntrypoint": ["python3", "-m", "x"], "TrainingInputMode": "Pipe"},
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/k"}}}]}}),
+     "File mode"),
     (lambda d: d["Steps"][0]["Arguments"]["AppSpecification"]["ContainerArguments"].append(
         {"Std:Select": {"Values": []}}), "Std:Select"),
     (lambda d: d["Steps"][-1]["Arguments"]["Conditions"][0].update(Type="Matches"), "'Matches'"),
@@ -633,7 +640,8 @@ def test_run_local_command_with_the_local_handlers_ends_honestly_after_a_dry_run
     _images(tmp_path / "generated" / "base", colours, 3, 80, 3)
     video = tmp_path / "clip.mp4"
     video.write_bytes(b"not decoded: ExtractFrames is faked here")
-    (tmp_path / "pipeline.yaml").write_text("evaluation: {bootstrap_samples: 100}\n", encoding="utf-8")
+    (tmp_path / "pipeline.yaml").write_text("evaluation: {bootstrap_samples: 100}\nfinetune: {backend: bedrock}\n",
+                                            encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     code = _run_command("--video", str(video), "--characters", str(tmp_path / "characters"),
                         "--evaluation-images", str(tmp_path / "generated"), "--runs", "runs",
