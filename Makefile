@@ -1,5 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Each creates .venv and installs the project.
 PYTHON ?= python3
+# torch first, pinned: an unpinned torch pulls a CUDA build of several GB; 2.13.0 is a CPU build here.
+TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-out
@@ -9,7 +11,8 @@ DEMO_OUT ?= demo-out
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev,train]"
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,4 +1,4 @@
-"""Distribution for storyboard: the SageMaker Pipeline that fine-tunes Amazon Nova Canvas on a film's characters."""
+"""Distribution for storyboard: the SageMaker Pipeline that fine-tunes an image model on a film's characters."""
 
 from setuptools import find_packages, setup
 
@@ -6,8 +6,8 @@ setup(
     name="storyboard",
     version="0.1.0",
     description=(
-        "SageMaker Pipeline from an animated film to an approved, fine-tuned Amazon Nova Canvas model "
-        "that draws the film's characters consistently"
+        "SageMaker Pipeline from an animated film to an approved, fine-tuned image model (a LoRA on Stable "
+        "Diffusion XL, or a Bedrock image model) that draws the film's characters consistently"
     ),
     python_requires=">=3.10",
     packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "evaluation", "evaluation.*",
@@ -36,6 +36,17 @@ setup(
     ],
     extras_require={
         "onnx": ["onnxruntime>=1.17,<2"],
+        # The LoRA fine-tune, Evaluate's generation and the inference handler. Install torch first with the
+        # build you want (the Makefile pins torch==2.13.0, a CPU build on the project's machines; the
+        # training and inference images take torch from their PyTorch base image).
+        "train": [
+            "torch>=2.4",
+            "diffusers>=0.30,<1",
+            "peft>=0.11,<1",
+            "transformers>=4.44,<6",
+            "accelerate>=0.33,<2",
+            "safetensors>=0.4,<1",
+        ],
         "dev": [
             "pytest>=8,<10",
             "ruff>=0.5",
