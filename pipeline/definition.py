@@ -134,13 +134,14 @@ def _output(ctx: _Context, step: str, name: str) -> Any:
     )
 
 
-def _processor(ctx: _Context, step: str, instance_count: Any, instance_type: Any = None) -> Any:
+def _processor(ctx: _Context, step: str, instance_count: Any, instance_type: Any = None,
+               image_uri: str | None = None) -> Any:
     from sagemaker.core.processing import Processor
 
     sm = ctx.config.sagemaker
     return Processor(
         role=ctx.settings.role_arn,
-        image_uri=ctx.settings.processing_image_uri,
+        image_uri=image_uri or ctx.settings.processing_image_uri,
         instance_count=instance_count,
         instance_type=instance_type if instance_type is not None else ctx.params[P.INSTANCE_TYPE],
         entrypoint=["python3", "-m", ENTRYPOINT_MODULES[step]],
@@ -375,7 +376,9 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
         inputs += [_input("model", finetune.properties.ModelArtifacts.S3ModelArtifacts),
                    _input("base_model", p[P.BASE_MODEL_URI])]
         arguments = ["--finetune-backend", "sagemaker", *common]
-        processor = _processor(ctx, EVALUATE, 1, instance_type=p[P.EVALUATION_INSTANCE_TYPE])
+        # the training image: PyTorch with CUDA, diffusers and the project (the processing image has no GPU stack)
+        processor = _processor(ctx, EVALUATE, 1, instance_type=p[P.EVALUATION_INSTANCE_TYPE],
+                               image_uri=ctx.settings.training_image_uri)
         description = ("Generate storyboard images from the fixed prompt set with the base model and base + "
                        "this run's LoRA (same prompts and seeds, on EvaluationInstanceType), embed them, score "
                        "similarity to the reference characters and write evaluation.json, the loss curve and an "
