@@ -6,8 +6,14 @@ Processing layout (``<root>`` is ``/opt/ml/processing`` unless moved):
 - ``<root>/input/references/<character>/``: reference images (``ReferencesS3Uri``);
 - ``<root>/input/dataset/``: the CaptionImages output (``crops.jsonl`` and ``crops/``: the training crops,
   for memorisation and calibration);
-- ``<root>/output/evaluation/``: ``evaluation.json`` (the pipeline's PropertyFile) and ``report.html``;
-- ``<root>/work/``: scratch space for generated or downloaded images.
+- ``<root>/input/model/`` (``--finetune-backend sagemaker``): the training step's ``model.tar.gz``
+  (``ModelArtifacts.S3ModelArtifacts``), or its extracted folder (``pytorch_lora_weights.safetensors``,
+  ``training_log.jsonl``, ``training_config.json``);
+- ``<root>/input/base_model/`` (``--finetune-backend sagemaker``): the diffusers Stable Diffusion XL folder the
+  LoRA was trained on (the same S3 prefix as the training job's ``base_model`` channel);
+- ``<root>/output/evaluation/``: ``evaluation.json`` (the pipeline's PropertyFile), ``report.html`` and, for
+  the ``sagemaker`` backend, ``loss_curve.png``;
+- ``<root>/work/``: scratch space for generated or downloaded images and the extracted model.
 
 Where the images come from:
 
@@ -15,7 +21,13 @@ Where the images come from:
    downloaded): ``DIR/finetuned/<character>/`` and ``DIR/base/<character>/``, or, for a dry run only,
    simply ``DIR/<character>/`` (scored as the fine-tuned model's, with no baseline: the quality gate
    needs the base model's figures, so a trained model's folder must have ``base/``);
-2. otherwise they are generated from the evaluation prompt set with Nova Canvas: the base model
+2. otherwise, with ``--finetune-backend sagemaker``, they are generated in this job from the evaluation prompt
+   set with Stable Diffusion XL: the base model alone into ``work/base`` and base+LoRA into ``work/finetuned``,
+   same prompts and seeds, at the ``evaluation.diffusers`` settings, on ``--device`` (``auto``: the GPU when
+   there is one). Every input is checked (model archive, LoRA weights, base model folder, prompt set) before
+   anything is generated. The training log and whether the base is the random-weight stand-in go to the
+   report;
+3. otherwise (``--finetune-backend bedrock``, the default) they are generated with Nova Canvas: the base model
    (``--base-model-id``) and the fine-tuned model, which runs only on Provisioned Throughput
    (``evaluation.custom_model_id``: its provisioned model ARN; DESIGN §5).
 
@@ -91,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-model-id", default=None, help="Titan model ID (embeddings.titan_model_id)")
     parser.add_argument("--reviewed-manifest-uri", default=None, help="HumanReview's ReviewedManifestUri (logged)")
     parser.add_argument("--evaluation-images", default=None, help="folder or S3 prefix of generated images")
+    parser.add_argument("--finetune-backend", default="bedrock", choices=("sagemaker", "bedrock"),
+                        help="finetune.backend: sagemaker (SDXL + LoRA from <root>/input/model and "
+                             "<root>/input/base_model, generated here) or bedrock (Nova Canvas; the default)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="sagemaker backend: where to generate (auto: cuda when available)")
+    parser.add_argument("--model-data-url", default=None,
+                        help="sagemaker backend: the model.tar.gz URI (ModelArtifacts.S3ModelArtifacts), recorded in "
+                             "evaluation.json")
     args = parser.parse_args(argv)
 
     from steps.errors import InputError
@@ -107,8 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     work = root / "work"
     dry_run = str(args.dry_run).strip().lower() == "true"
     images = optional(args.evaluation_images)
-    log.info("custom model %s, dry run %s, reviewed manifest %s", optional(args.custom_model_arn), dry_run,
-             optional(args.reviewed_manifest_uri))
+    log.info("backend %s, custom model %s, dry run %s, reviewed manifest %s", args.finetune_backend,
+             optional(args.custom_model_arn), dry_run, optional(args.reviewed_manifest_uri))
+    evaluated_model: dict[str, Any] | None = None
+    training_log: list[dict[str, Any]] | None = None
 
     if images:
         folder = download_prefix(images, work / "images", config.aws.region) if images.startswith("s3://") \
@@ -129,19 +151,108 @@ def main(argv: list[str] | None = None) -> int:
                                             f"<h1>Evaluation skipped</h1><p>{reason}.</p>\n")
         print(f"evaluation skipped: {reason}")
         return 0
+    elif args.finetune_backend == "sagemaker":
+        finetuned_dir, base_dir, evaluated_model, training_log = generate_with_lora(
+            config, references, root, args.device, optional(args.model_data_url))
     else:
+        from evaluation.diffusers_generator import describe_model
+
         finetuned_dir, base_dir = generate_images(config, references, work, optional(args.custom_model_arn))
+        evaluated_model = describe_model("bedrock", base_model_id=config.evaluation.base_model_id,
+                                         finetuned_model_id=config.evaluation.custom_model_id)
 
     from evaluation.evaluate import run_evaluation
 
     training = dataset if (dataset / "crops.jsonl").is_file() else None
     result = run_evaluation(finetuned_dir, references, out_dir, baseline_dir=base_dir, training_crops_dir=training,
-                            config=config)
+                            config=config, evaluated_model=evaluated_model, training_log=training_log)
     cs = result.evaluation["metrics"]["character_similarity"]
+    model = result.evaluation.get("model") or {}
     print(json.dumps({"evaluation": str(result.evaluation_path), "finetuned": cs["finetuned"]["mean"],
                       "base": (cs.get("base") or {}).get("mean"), "improvement": cs.get("improvement"),
-                      "warnings": result.warnings}, indent=1, default=str))
+                      "stand_in": model.get("stand_in"), "warnings": result.warnings}, indent=1, default=str))
     return 0
+
+
+def _character_names(config: Any, references: Path) -> list[str]:
+    """The configured characters, else the reference folders' names.
+
+    Raises:
+        steps.errors.InputError: neither gives a character.
+    """
+    from steps.errors import InputError
+
+    names = [c.name for c in config.characters]
+    if not names and references.is_dir():
+        names = sorted(p.name for p in references.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    if not names:
+        raise InputError(f"no character to evaluate: configure characters or put reference folders in {references}")
+    return names
+
+
+def generate_with_lora(config: Any, references: Path, root: Path, device: str, model_data_url: str | None
+                       ) -> tuple[Path, Path, dict[str, Any], list[dict[str, Any]]]:
+    """The ``sagemaker`` backend: generate the prompt set with the SDXL base and with base+LoRA, same seeds.
+
+    Checks first, before any image is generated: the prompt set (``evaluation.diffusers`` limits), the base
+    model folder ``<root>/input/base_model`` (:func:`steps.lora.model.check_base_model`), the device, and the
+    model input ``<root>/input/model`` (a ``model.tar.gz`` holding ``pytorch_lora_weights.safetensors``,
+    unpacked into ``<root>/work/model``). Then the base model generates into ``<root>/work/base`` and is
+    released, and base+LoRA generates into ``<root>/work/finetuned``.
+
+    Returns:
+        ``(finetuned images, base images, the model block, the training log rows)``.
+
+    Raises:
+        steps.errors.InputError: a missing or unusable input (the message names it and the fix).
+    """
+    from evaluation.diffusers_generator import DiffusersGenerator, describe_model
+    from evaluation.generation import build_requests, generate_prompt_set
+    from steps.errors import InputError
+    from steps.lora.artifacts import TRAINING_CONFIG, read_training_log, unpack_model_artifacts
+    from steps.lora.model import check_base_model
+
+    work = root / "work"
+    model_in, base_in = root / "input" / "model", root / "input" / "base_model"
+    names = _character_names(config, references)
+    requests = build_requests(config.evaluation, [config.character(n) for n in names], backend="diffusers")
+    if not base_in.is_dir():
+        raise InputError(f"no base model input {base_in}: the sagemaker backend needs the diffusers Stable Diffusion "
+                         "XL folder the LoRA was trained on as the processing input 'base_model'")
+    base = check_base_model(base_in)
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda, but torch sees no CUDA device; run on a GPU instance or pass --device "
+                             "auto or cpu")
+    if not model_in.exists():
+        raise InputError(f"no model input {model_in}: the sagemaker backend needs the training step's model.tar.gz "
+                         "(ModelArtifacts.S3ModelArtifacts) as the processing input 'model'")
+    lora_dir = unpack_model_artifacts(model_in, work / "model")
+    try:
+        training_log = read_training_log(lora_dir)
+    except InputError as err:
+        log.warning("no training log: %s", err)
+        training_log = []
+    training_config = None
+    if (lora_dir / TRAINING_CONFIG).is_file():
+        try:
+            training_config = json.loads((lora_dir / TRAINING_CONFIG).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            log.warning("%s is not valid JSON (%s); the training summary has no hyperparameters",
+                        lora_dir / TRAINING_CONFIG, err)
+    settings = config.evaluation.diffusers
+    base_dir, finetuned_dir = work / "base", work / "finetuned"
+    for lora, folder in ((None, base_dir), (lora_dir, finetuned_dir)):
+        generator = DiffusersGenerator(base.path, lora, device=device, dtype=settings.dtype)
+        generated = generate_prompt_set(generator, requests, folder, progress=True)
+        generator.close()
+        log.info("%s: %d images (%s)", generator.model_id, generated.images, generated.counts)
+    artifact = model_data_url or str(model_in / "model.tar.gz" if (model_in / "model.tar.gz").is_file() else model_in)
+    evaluated = describe_model("sagemaker", base=base, lora_artifact=artifact, lora_dir=lora_dir,
+                               training_log=training_log, training_config=training_config)
+    return finetuned_dir, base_dir, evaluated, training_log
 
 
 def generate_images(config: Any, references: Path, work: Path, custom_model_arn: str | None) -> tuple[Path, Path]:
@@ -160,10 +271,7 @@ def generate_images(config: Any, references: Path, work: Path, custom_model_arn:
             f"the fine-tuned model ({custom_model_arn or 'no ARN'}) runs only on Provisioned Throughput: set "
             "evaluation.custom_model_id to its provisioned model ARN, or give EvaluationImagesUri (a folder of "
             "images generated with it)")
-    names = [c.name for c in config.characters] or sorted(
-        p.name for p in references.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-    if not names:
-        raise InputError(f"no character to evaluate: configure characters or put reference folders in {references}")
+    names = _character_names(config, references)
     requests = build_requests(config.evaluation, [config.character(n) for n in names])
     base_dir, finetuned_dir = work / "base", work / "finetuned"
     for model_id, folder in ((config.evaluation.base_model_id, base_dir), (model, finetuned_dir)):
