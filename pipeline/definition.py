@@ -431,7 +431,7 @@ def _register_step(ctx: _Context, review: Any, finetune: Any, evaluate: Any, rep
             "BaseModelS3Uri": p[P.BASE_MODEL_URI],
             "BaseModelId": ctx.config.finetune.lora.base_model_id,
             "InferenceImageUri": ctx.settings.inference_image_uri,
-            "InferenceInstanceTypes": _inference_instance_types(ctx),
+            "InferenceInstanceTypes": ctx.config.registry.endpoint.instance_type,
         })
         description = ("Create a model package (PendingManualApproval) in the Model Registry group: the inference "
                        "image with this run's LoRA artifact (ModelDataUrl) and the base model, evaluation.json "
@@ -563,8 +563,3 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
         pipeline_experiment_config=None,
     )
 
-
-def _inference_instance_types(ctx: _Context) -> str:
-    """``SupportedRealtimeInferenceInstanceTypes`` of the model package, comma-separated: the endpoint's type."""
-    endpoint = getattr(ctx.config.registry, "endpoint", None)  # TEMP until registry.endpoint lands
-    return endpoint.instance_type if endpoint is not None else "ml.g5.2xlarge"

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from steps.errors import InputError
+from steps.lora.settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
+from steps.lora.settings import RESOLUTION_MULTIPLE
 from steps.mlops_config import model_package_group_name
 
 if TYPE_CHECKING:
@@ -72,6 +74,12 @@ BACKENDS = ("sagemaker", "bedrock")
 DEFAULT_BASE_MODEL_KEY = "models/stable-diffusion-xl-base-1.0/"  # under s3://<bucket>/<prefix>/
 
 NOVA_CANVAS_MODEL_ID = "amazon.nova-canvas-v1:0"
+
+
+def _lora_range(name: str) -> dict[str, float]:
+    """``{"minimum", "maximum"}`` of a LoRA hyperparameter: the ranges the training entry point checks."""
+    low, high = LORA_LIMITS[name]
+    return {"minimum": low, "maximum": high}
 
 
 @dataclass(frozen=True)
@@ -169,25 +177,26 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   backends=("sagemaker",)),
     ParameterSpec(LORA_STEPS, "Integer", "LoRA training steps (optimizer updates), 1 to 100,000.",
                   "finetune.lora.max_train_steps", lambda c, s: c.finetune.lora.max_train_steps,
-                  minimum=1, maximum=100_000, backends=("sagemaker",)),
+                  **_lora_range("max_train_steps"), backends=("sagemaker",)),
     ParameterSpec(LORA_LEARNING_RATE, "Float", "LoRA learning rate (AdamW), 1e-7 to 1e-2.",
                   "finetune.lora.learning_rate", lambda c, s: c.finetune.lora.learning_rate,
-                  minimum=1e-7, maximum=1e-2, backends=("sagemaker",)),
+                  **_lora_range("learning_rate"), backends=("sagemaker",)),
     ParameterSpec(LORA_RANK, "Integer", "LoRA rank of the UNet attention projections, 1 to 256 (higher learns "
                   "more detail and makes a larger file).",
                   "finetune.lora.lora_rank", lambda c, s: c.finetune.lora.lora_rank,
-                  minimum=1, maximum=256, backends=("sagemaker",)),
+                  **_lora_range("lora_rank"), backends=("sagemaker",)),
     ParameterSpec(LORA_RESOLUTION, "Integer", "Training image side in px, 64 to 2,048 and a multiple of 8 "
                   "(Stable Diffusion XL: 1024).",
                   "finetune.lora.resolution", lambda c, s: c.finetune.lora.resolution,
-                  minimum=64, maximum=2048, multiple_of=8, backends=("sagemaker",)),
+                  **_lora_range("resolution"),
+                  multiple_of=RESOLUTION_MULTIPLE, backends=("sagemaker",)),
     ParameterSpec(LORA_BATCH_SIZE, "Integer", "Images per training step on the device, 1 to 64.",
                   "finetune.lora.train_batch_size", lambda c, s: c.finetune.lora.train_batch_size,
-                  minimum=1, maximum=64, backends=("sagemaker",)),
+                  **_lora_range("train_batch_size"), backends=("sagemaker",)),
     ParameterSpec(TRAINING_SEED, "Integer", "Seed of the fine-tune (data order, noise, LoRA initialisation), "
                   "0 to 4,294,967,295.",
                   "finetune.lora.seed", lambda c, s: c.finetune.lora.seed,
-                  minimum=0, maximum=2**32 - 1, backends=("sagemaker",)),
+                  **_lora_range("seed"), backends=("sagemaker",)),
     ParameterSpec(MIXED_PRECISION, "String", "Mixed precision of the fine-tune: bf16 (GPUs that have it), "
                   "fp16, or no (fp32).",
                   "finetune.lora.mixed_precision", lambda c, s: c.finetune.lora.mixed_precision,
