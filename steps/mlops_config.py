@@ -39,6 +39,7 @@ FLOW_DEFINITION_ARN_PATTERN = r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}
 ROLE_ARN_PATTERN = r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-/]+$"
 S3_URI_PATTERN = r"^s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/.*)?$"
 MODEL_PACKAGE_GROUP_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+ENDPOINT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 
 
 class AutoReviewPolicyConfig(StrictModel):
@@ -236,6 +237,30 @@ class ProvisionedThroughputConfig(StrictModel):
     delete_on_reject: bool = Field(True, description="Delete the package's own throughput when it is rejected.")
 
 
+class EndpointConfig(StrictModel):
+    """The SageMaker real-time endpoint created when a LoRA model package (``finetune.backend: sagemaker``) is
+    approved; a later approval updates it to the newer package, a rejection of the deployed package deletes it.
+
+    Limits (SageMaker API reference ``CreateEndpoint`` / ``CreateModel``): names at most 63 characters
+    ``[a-zA-Z0-9](-*[a-zA-Z0-9])*``; ``InitialInstanceCount`` at least 1 (the cap here, 10, is this project's,
+    against runaway cost; the account's instance quota applies too).
+    """
+
+    enabled: bool = Field(True, description="Deploy an endpoint on approval (false: approval records nothing).")
+    name: str | None = Field(None, pattern=ENDPOINT_NAME_PATTERN, max_length=63,
+                             description="Endpoint name; default '<model package group>-endpoint'.")
+    instance_type: str = Field("ml.g5.2xlarge", pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+                               description="Instance type of the endpoint (one A10G with 24 GB for SDXL; also the "
+                                           "package's SupportedRealtimeInferenceInstanceTypes).")
+    initial_instance_count: int = Field(1, ge=1, le=10, description="InitialInstanceCount of the variant.")
+    role_arn: str | None = Field(
+        None, pattern=ROLE_ARN_PATTERN,
+        description="SageMaker execution role of the model (reads the artifacts, pulls the image); default: the "
+                    "role recorded on the package at registration, else sagemaker.role_arn.")
+    delete_on_reject: bool = Field(True, description="Rejecting a package deletes what its deployment created "
+                                                     "(the endpoint too when the package is the one deployed).")
+
+
 class RegistryConfig(StrictModel):
     """SageMaker Model Registry registration (step 7, RegisterModel) and the approval handler."""
 
@@ -245,8 +270,10 @@ class RegistryConfig(StrictModel):
     approval_status: Literal["PendingManualApproval", "Approved", "Rejected"] = Field(
         "PendingManualApproval", description="Status of a new model package.")
     local_registry_path: str | None = Field(
-        None, description="Local registry file; default registry.json in the parent of the step's run folder.")
+        None, description="Local registry file; default <runs>/registry.json (shared by the local executions, "
+                          "as a group is shared by executions on AWS).")
     provisioned_throughput: ProvisionedThroughputConfig = Field(default_factory=ProvisionedThroughputConfig)
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
 
     @field_validator("local_registry_path")
     @classmethod
@@ -269,6 +296,13 @@ def human_task_ui_name(review: ReviewConfig, project: str) -> str:
 def model_package_group_name(registry: RegistryConfig, project: str) -> str:
     """The model package group: configured, or ``<project>-nova-canvas``."""
     return registry.model_package_group_name or f"{project}-nova-canvas"
+
+
+def endpoint_name(registry: RegistryConfig, project: str) -> str:
+    """The endpoint: ``registry.endpoint.name``, or ``<model package group>-endpoint`` (at most 63 characters)."""
+    if registry.endpoint.name:
+        return registry.endpoint.name
+    return f"{model_package_group_name(registry, project)[:54].rstrip('-')}-endpoint"
 
 
 def _a2i_name(text: str) -> str:
