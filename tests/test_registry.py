@@ -34,6 +34,26 @@ JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/amazon.nov
 MODEL = "arn:aws:bedrock:us-east-1:123456789012:custom-model/amazon.nova-canvas-v1:0/abcdefabcdef"
 
 
+ARTIFACT = "s3://bucket/runs/x/FineTune/storyboard-lora-a1b2c3/output/model.tar.gz"
+BASE_URI = "s3://bucket/models/stable-diffusion-xl-base-1.0"
+IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/storyboard-inference:latest"
+ROLE = "arn:aws:iam::123456789012:role/storyboard-sagemaker"
+
+
+def _lora_event(**overrides: str) -> dict:
+    """The RegisterModel event of the sagemaker backend (the contract's keys)."""
+    event = {"FineTuneBackend": "sagemaker", "ModelDataUrl": ARTIFACT, "TrainingJobName": "storyboard-lora-a1b2c3",
+             "BaseModelS3Uri": BASE_URI, "BaseModelId": "stabilityai/stable-diffusion-xl-base-1.0",
+             "InferenceImageUri": IMAGE, "InferenceInstanceTypes": "ml.g5.2xlarge, ml.g5.4xlarge",
+             "ModelPackageGroupName": "storyboard-nova-canvas", "ModelApprovalStatus": "PendingManualApproval",
+             "EvaluationReportUri": "s3://bucket/eval/evaluation.json",
+             "ReviewedManifestUri": "s3://bucket/review/train.jsonl", "PipelineExecutionArn": EXECUTION,
+             "ClientToken": "a1b2c3d4e5f6", "DryRun": "false", "CharacterSimilarity": "0.712",
+             "ImprovementOverBase": "0.081", "ExecutionRoleArn": ROLE}
+    event.update(overrides)
+    return event
+
+
 def _event(**overrides: str) -> dict:
     event = {"ModelPackageGroupName": "storyboard-nova-canvas", "EvaluationUri": "s3://bucket/eval/evaluation.json",
              "CustomModelArn": MODEL, "JobArn": JOB, "DryRun": "false", "PipelineExecutionArn": EXECUTION,
@@ -96,6 +116,67 @@ def test_registration_request_accepts_the_definition_spellings():
     assert model_package_request(bad_token, "PendingManualApproval")["ClientToken"] == client_token(EXECUTION)
 
 
+def test_lora_registration_builds_a_deployable_package():
+    request = RegistrationRequest.from_event(_lora_event(), "g")
+    assert request.backend == "sagemaker" and request.inference_instance_types == ["ml.g5.2xlarge", "ml.g5.4xlarge"]
+    assert request.metrics == {"CharacterSimilarity": "0.712", "ImprovementOverBase": "0.081"}
+    create = model_package_request(request, "PendingManualApproval")
+    assert request_problems("sagemaker", "CreateModelPackage", create) == []
+    spec = create["InferenceSpecification"]
+    [container] = spec["Containers"]
+    assert container["Image"] == IMAGE and container["ModelDataUrl"] == ARTIFACT
+    assert container["AdditionalModelDataSources"] == [{"ChannelName": "base_model", "S3DataSource": {
+        "S3Uri": BASE_URI + "/", "S3DataType": "S3Prefix", "CompressionType": "None"}}]
+    assert container["Environment"] == {"STORYBOARD_BASE_MODEL_DIR": "/opt/ml/additional-model-data-sources/base_model",
+                                        "SAGEMAKER_PROGRAM": "inference.py"}
+    assert spec["SupportedContentTypes"] == ["application/json"]
+    assert spec["SupportedResponseMIMETypes"] == ["image/png", "application/json"]
+    assert spec["SupportedRealtimeInferenceInstanceTypes"] == ["ml.g5.2xlarge", "ml.g5.4xlarge"]
+    meta = create["CustomerMetadataProperties"]
+    assert meta["FineTuneBackend"] == "sagemaker" and meta["TrainingJobName"] == "storyboard-lora-a1b2c3"
+    assert meta["BaseModelS3Uri"] == BASE_URI and meta["ModelDataUrl"] == ARTIFACT and meta["ExecutionRoleArn"] == ROLE
+    assert meta["metric:ImprovementOverBase"] == "0.081" and "CustomModelArn" not in meta
+    assert create["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == "s3://bucket/eval/evaluation.json"
+    assert create["ClientToken"] == "a1b2c3d4e5f6" and create["MetadataProperties"] == {"GeneratedBy": EXECUTION}
+    assert "LoRA" in create["ModelPackageDescription"] and EXECUTION in create["ModelPackageDescription"]
+    # a bedrock event is what it was: no inference specification
+    assert "InferenceSpecification" not in model_package_request(RegistrationRequest.from_event(_event(), "g"),
+                                                                 "PendingManualApproval")
+
+
+def test_lora_registration_refuses_or_skips_with_a_reason():
+    dry = RegistrationRequest.from_event(_lora_event(DryRun="true"), "g")
+    assert "dry run" in register_model(dry, LocalModelRegistry("/nonexistent/registry.json")).reason
+    result = register_model(RegistrationRequest.from_event(_lora_event(ModelDataUrl=""), "g"),
+                            LocalModelRegistry("/nonexistent/registry.json"))
+    assert not result.registered and "no ModelDataUrl" in result.reason
+    with pytest.raises(InputError, match="InferenceImageUri.*sagemaker.inference_image_uri"):
+        model_package_request(RegistrationRequest.from_event(_lora_event(InferenceImageUri=""), "g"), "Approved")
+    with pytest.raises(InputError, match="BaseModelS3Uri"):
+        model_package_request(RegistrationRequest.from_event(_lora_event(BaseModelS3Uri=""), "g"), "Approved")
+    with pytest.raises(InputError, match="FineTuneBackend"):
+        RegistrationRequest.from_event(_lora_event(FineTuneBackend="vertex"), "g")
+    bad_type = RegistrationRequest.from_event(_lora_event(InferenceInstanceTypes="ml.nothing.big"), "g")
+    with pytest.raises(InputError, match="SupportedRealtimeInferenceInstanceTypes"):
+        SageMakerModelRegistry(boto3.client("sagemaker", region_name="us-east-1")).create_package(
+            model_package_request(bad_type, "PendingManualApproval"))
+
+
+def test_lora_registration_request_is_what_sagemaker_receives(aws_env):
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    request = RegistrationRequest.from_event(_lora_event(), "g")
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/storyboard-nova-canvas/1"
+    with Stubber(sm) as stub:  # the Stubber validates each request against the service model
+        stub.add_client_error("describe_model_package_group", "ValidationException", "does not exist")
+        stub.add_response("create_model_package_group", {"ModelPackageGroupArn": arn.rsplit("/", 1)[0]})
+        stub.add_response("list_model_packages", {"ModelPackageSummaryList": []})
+        stub.add_response("create_model_package", {"ModelPackageArn": arn},
+                          model_package_request(request, "PendingManualApproval"))
+        result = register_model(request, SageMakerModelRegistry(sm))
+        stub.assert_no_pending_responses()
+    assert result.registered and result.model_package_arn == arn
+
+
 # -- local registry -------------------------------------------------------------------------------------
 
 
@@ -105,7 +186,7 @@ def test_local_register_is_idempotent_and_dry_runs_register_nothing(tmp_path):
     run = tmp_path / "run" / "RegisterModel"
     dry = register(_event(DryRun="true", CustomModelArn="", JobArn="dry-run:storyboard-canvas-x"), run, config)
     assert dry["Registered"] == "false" and dry["ModelPackageArn"] == "" and "dry run" in dry["Reason"]
-    assert not (tmp_path / "run" / "registry.json").exists()
+    assert not (tmp_path / "registry.json").exists()
     no_model = register(_event(CustomModelArn=""), run, config)
     assert no_model["Registered"] == "false" and "no CustomModelArn" in no_model["Reason"]
     first = register(_event(), run, config)
@@ -114,7 +195,7 @@ def test_local_register_is_idempotent_and_dry_runs_register_nothing(tmp_path):
     assert first["ModelPackageArn"] == second["ModelPackageArn"] and "nothing new" in second["Reason"]
     third = register(_event(PipelineExecutionArn=EXECUTION + "2"), run, config)
     assert third["ModelPackageArn"].endswith("/2")
-    data = json.loads((tmp_path / "run" / "registry.json").read_text())
+    data = json.loads((tmp_path / "registry.json").read_text())  # <runs>/registry.json, shared by executions
     assert len(data["packages"]) == 2 and "storyboard-nova-canvas" in data["groups"]
     assert data["packages"][0]["ModelApprovalStatus"] == "PendingManualApproval"
     assert json.loads((run / "registration.json").read_text())["Registered"] == "true"
@@ -124,16 +205,19 @@ def test_local_approval_plans_a_throughput(tmp_path):
     config = parse_config({})
     run = tmp_path / "run" / "RegisterModel"
     arn = LAMBDA_HANDLERS["storyboard-register-model"](_event(), run, config)["ModelPackageArn"]
-    action = approve(arn, "Approved", run, config)
+    action = approve(arn, "Approved", tmp_path, config)
     assert action.action == "created" and action.throughput_name == "storyboard-nova-canvas-v1"
-    plans = [json.loads(line) for line in (run / "throughput_requests.jsonl").read_text().splitlines()]
+    plans = [json.loads(line) for line in
+             (tmp_path / "deployments" / "throughput_requests.jsonl").read_text().splitlines()]
     assert plans[0]["request"]["modelUnits"] == 1 and "commitmentDuration" not in plans[0]["request"]
-    assert approve(arn, "Approved", run, config).action == "exists"
-    package = LocalModelRegistry(tmp_path / "run" / "registry.json").describe_package(arn)
+    assert approve(arn, "Approved", tmp_path, config).action == "exists"
+    package = LocalModelRegistry(tmp_path / "registry.json").describe_package(arn)
     assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-nova-canvas-v1"
-    assert approve(arn, "Rejected", run, config).action == "deleted"
+    assert package["CustomerMetadataProperties"]["FineTuneBackend"] == "bedrock"
+    assert approve(arn, "Rejected", tmp_path, config).action == "deleted"
+    assert not (tmp_path / "deployments" / "deployment_requests.jsonl").exists()  # no endpoint for Bedrock
     with pytest.raises(InputError):
-        approve(arn, "Maybe", run, config)
+        approve(arn, "Maybe", tmp_path, config)
 
 
 # -- SageMaker Model Registry (moto) --------------------------------------------------------------------

@@ -9,7 +9,9 @@ Contract with the runner (``pipeline/``):
   ``storyboard-register-model`` -> ``{ModelPackageArn, Registered, Reason}``.
 
 Arguments and outputs are flat strings; URIs are local paths. Every output file is written into
-``run_dir`` atomically.
+``run_dir`` atomically. The local registry is ``<runs>/registry.json`` (every local execution registers
+into it); :func:`approve` (``storyboard approve --local``) approves or rejects one of its packages and plans
+the deployment in ``<runs>/deployments/``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pipeline.config import StoryboardConfig
+from pipeline.sagemaker_config import ROLE_ARN_ENV
 from steps import io as sio
 from steps.bedrock_validation import LocalImageProbe
+from steps.endpoint_deployment import DeploymentAction, PlannedEndpointDeployment, execution_role
 from steps.errors import InputError
 from steps.finetune import (
     DryRunModelCustomization,
@@ -34,13 +39,14 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
-from steps.mlops_config import model_package_group_name
+from steps.mlops_config import endpoint_name, model_package_group_name
 from steps.registry import (
     ApprovalAction,
     LocalModelRegistry,
     PlannedProvisionedThroughputs,
     RegistrationRequest,
-    on_package_status_change,
+    on_status_change,
+    package_backend,
     register_model,
 )
 from steps.review import (
@@ -62,6 +68,8 @@ from steps.review import (
 )
 
 log = logging.getLogger(__name__)
+
+LOCAL_ROLE_PLACEHOLDER = "arn:aws:iam::000000000000:role/storyboard-endpoint-role-placeholder"
 
 CallbackHandler = Callable[[dict[str, str], Path, StoryboardConfig], dict[str, str]]
 LambdaHandler = Callable[[dict, Path, StoryboardConfig], dict]
@@ -197,33 +205,65 @@ def fine_tune(args: Mapping[str, str], run_dir: Path, config: StoryboardConfig) 
     return dry_run_outputs(names)
 
 
-def registry_path(run_dir: Path, config: StoryboardConfig) -> Path:
-    """``registry.local_registry_path``, else ``registry.json`` in the parent of the run folder."""
+def runs_folder(step_dir: Path) -> Path:
+    """The folder of run folders (``runs``) of a step's run folder ``runs/<execution-id>/<Step>``."""
+    return Path(step_dir).parent.parent
+
+
+def local_registry_path(runs_dir: Path, config: StoryboardConfig) -> Path:
+    """``registry.local_registry_path``, else ``<runs>/registry.json``: one registry for every local execution,
+    as a model package group collects the versions of every execution on AWS."""
     return Path(config.registry.local_registry_path) if config.registry.local_registry_path \
-        else Path(run_dir).parent / "registry.json"
+        else Path(runs_dir) / "registry.json"
+
+
+def registry_path(run_dir: Path, config: StoryboardConfig) -> Path:
+    """The local registry of the step run folder ``run_dir`` (:func:`local_registry_path` of its runs folder)."""
+    return local_registry_path(runs_folder(run_dir), config)
+
+
+def deployments_folder(runs_dir: Path) -> Path:
+    """``<runs>/deployments``: the planned endpoint (``deployment_requests.jsonl``, ``deployment_state.json``)
+    and throughput (``throughput_requests.jsonl``) requests of local approvals."""
+    return Path(runs_dir) / "deployments"
 
 
 def register(event: Mapping[str, Any], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
     """RegisterModel offline against the local registry file (see :class:`~steps.registry.LocalModelRegistry`).
 
-    A dry run (``DryRun`` ``"true"`` or no ``CustomModelArn``) registers nothing:
-    ``Registered`` ``"false"`` with the reason. The result is also written to ``registration.json``.
+    Both backends: ``FineTuneBackend=sagemaker`` registers a deployable LoRA package (its ``ModelDataUrl`` and
+    base model are local paths), ``bedrock`` the custom model's ARNs. A dry run, or no model (no
+    ``ModelDataUrl`` / ``CustomModelArn``), registers nothing: ``Registered`` ``"false"`` with the reason.
+    The result is also written to ``registration.json`` in ``run_dir``.
     """
     request = RegistrationRequest.from_event(event, model_package_group_name(config.registry, config.project))
-    result = register_model(request, LocalModelRegistry(registry_path(run_dir, config)),
-                            config.registry.approval_status)
-    sio.write_json(Path(run_dir) / "registration.json", {**result.outputs(), "registry": str(registry_path(
-        run_dir, config))})
+    path = registry_path(run_dir, config)
+    result = register_model(request, LocalModelRegistry(path), config.registry.approval_status)
+    sio.write_json(Path(run_dir) / "registration.json", {**result.outputs(), "registry": str(path)})
     return result.outputs()
 
 
-def approve(model_package_arn: str, status: str, run_dir: Path, config: StoryboardConfig) -> ApprovalAction:
-    """Approve or reject a package in the local registry, then run the approval logic with the planned
-    (offline) throughput backend, which writes ``throughput_requests.jsonl`` into ``run_dir``."""
-    registry = LocalModelRegistry(registry_path(run_dir, config))
+def approve(model_package_arn: str, status: str, runs_dir: Path,
+            config: StoryboardConfig) -> DeploymentAction | ApprovalAction:
+    """Approve or reject a package of the local registry (:func:`local_registry_path`), then run the approval
+    logic offline: a LoRA package plans its endpoint (:class:`~steps.endpoint_deployment.PlannedEndpointDeployment`),
+    a Bedrock package its throughput, both into :func:`deployments_folder`. Without a configured role the
+    planned ``create_model`` names :data:`LOCAL_ROLE_PLACEHOLDER` (logged).
+
+    Raises:
+        InputError: no such package, an invalid status, or a planned request the service model refuses.
+    """
+    registry = LocalModelRegistry(local_registry_path(runs_dir, config))
     package = registry.set_status(model_package_arn, status)
-    return on_package_status_change(package, config.registry.provisioned_throughput,
-                                    PlannedProvisionedThroughputs(run_dir), registry)
+    folder = deployments_folder(runs_dir)
+    role = execution_role(config.registry.endpoint, package, os.environ.get(ROLE_ARN_ENV), config.sagemaker.role_arn)
+    if role is None and status == "Approved" and package_backend(package) == "sagemaker":
+        log.warning("no execution role configured (registry.endpoint.role_arn, sagemaker.role_arn): the planned "
+                    "create_model names the placeholder %s", LOCAL_ROLE_PLACEHOLDER)
+        role = LOCAL_ROLE_PLACEHOLDER
+    return on_status_change(package, config.registry, endpoint_name(config.registry, config.project),
+                            deployment=PlannedEndpointDeployment(folder),
+                            throughputs=PlannedProvisionedThroughputs(folder), registry=registry, role_arn=role)
 
 
 CALLBACK_HANDLERS: dict[str, CallbackHandler] = {
