@@ -314,15 +314,15 @@ def on_endpoint_package_status_change(package: Mapping[str, Any], settings: Endp
     if status == "Approved":
         if not settings.enabled:
             return DeploymentAction("none", "registry.endpoint.enabled is false")
-        live = deployment.describe_endpoint(names.endpoint)
         if metadata.get(META_DEPLOYMENT_STATUS) == "Deployed" and \
-                (live or {}).get("EndpointConfigName") != names.endpoint_config:
+                (deployment.describe_endpoint(names.endpoint) or {}).get("EndpointConfigName") != names.endpoint_config:
             return _action("superseded", f"{arn} was deployed before and has since been replaced or removed; a "
                                          f"repeated event changes nothing (reject and approve it to roll back)", names)
         action = deploy_package(package, settings, endpoint, deployment, role_arn)
         cleaned = tuple(cleanup_replaced(str(package["ModelPackageGroupName"]), endpoint, deployment))
         action = DeploymentAction(action.action, action.reason, action.endpoint_name, action.endpoint_config_name,
                                   action.model_name, cleaned)
+        log.info("%s: %s%s", arn, action.reason, f"; cleaned up {', '.join(cleaned)}" if cleaned else "")
         if registry is not None and arn:
             registry.update_metadata(arn, {META_ENDPOINT_NAME: names.endpoint,
                                            META_ENDPOINT_CONFIG: names.endpoint_config,

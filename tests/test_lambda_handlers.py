@@ -592,3 +592,114 @@ def test_definition_argument_names_and_a_bare_stop_message(aws):
         assert callback_consumer.handle_sqs_event(_sqs(bare), runtime) == {"batchItemFailures": []}
     assert bedrock.get_model_customization_job(jobIdentifier=summary["jobName"])["status"] == "Stopped"
     assert summary["jobName"] in calls[0]["FailureReason"]
+
+
+# -- LoRA packages: registration and endpoint deployment ------------------------------------------------
+
+LORA_IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/storyboard-inference:latest"
+SM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/storyboard-sagemaker"
+
+
+def _lora_event(execution: str = EXECUTION, **overrides: str) -> dict:
+    event = {"FineTuneBackend": "sagemaker", "ModelPackageGroupName": "storyboard-nova-canvas",
+             "ModelDataUrl": f"s3://data-bucket/runs/{execution[-6:]}/FineTune/job/output/model.tar.gz",
+             "TrainingJobName": "storyboard-lora-a1b2c3", "BaseModelS3Uri": "s3://data-bucket/models/sdxl/",
+             "BaseModelId": "stabilityai/stable-diffusion-xl-base-1.0", "InferenceImageUri": LORA_IMAGE,
+             "InferenceInstanceTypes": "ml.g5.2xlarge", "ModelApprovalStatus": "PendingManualApproval",
+             "EvaluationReportUri": "s3://data-bucket/eval/evaluation.json",
+             "ReviewedManifestUri": "s3://data-bucket/review/train.jsonl", "PipelineExecutionArn": execution,
+             "ClientToken": execution[-12:], "DryRun": "false", "CharacterSimilarity": "0.70",
+             "ImprovementOverBase": "0.09"}
+    event.update(overrides)
+    return event
+
+
+def _state_change(arn: str) -> dict:
+    return {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
+            "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-nova-canvas"}}
+
+
+def _set_status(sm, arn: str, status: str) -> None:
+    metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    # (moto drops the metadata on an update that omits it; SageMaker keeps it)
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status, CustomerMetadataProperties=metadata)
+
+
+def test_register_lambda_creates_a_deployable_lora_package(aws):
+    sm = _client("sagemaker")
+    calls = _capture(sm)
+    runtime = Runtime(parse_config({}), {"sagemaker": sm})
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/storyboard-nova-canvas/1"
+    with Stubber(sm) as stub:  # the request as SageMaker receives it, validated against the service model
+        stub.add_response("describe_model_package_group", {
+            "ModelPackageGroupName": "storyboard-nova-canvas", "ModelPackageGroupArn": arn.rsplit("/", 1)[0],
+            "CreationTime": "2026-01-01T00:00:00Z", "CreatedBy": {}, "ModelPackageGroupStatus": "Completed"})
+        stub.add_response("list_model_packages", {"ModelPackageSummaryList": []})
+        stub.add_response("create_model_package", {"ModelPackageArn": arn})
+        assert register_model.handle(_lora_event(), runtime)["ModelPackageArn"] == arn
+        stub.assert_no_pending_responses()
+    [container] = calls[-1]["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"].endswith("/output/model.tar.gz") and container["Image"] == LORA_IMAGE
+    assert container["AdditionalModelDataSources"][0]["S3DataSource"]["S3Uri"] == "s3://data-bucket/models/sdxl/"
+    assert calls[-1]["CustomerMetadataProperties"]["TrainingJobName"] == "storyboard-lora-a1b2c3"
+
+    runtime = Runtime(parse_config({}), {"sagemaker": _client("sagemaker")})  # and on moto, once per execution
+    first, second = register_model.handle(_lora_event(), runtime), register_model.handle(_lora_event(), runtime)
+    assert first["Registered"] == "true" and first["ModelPackageArn"] == second["ModelPackageArn"]
+    package = runtime.client("sagemaker").describe_model_package(ModelPackageName=first["ModelPackageArn"])
+    assert package["InferenceSpecification"]["SupportedRealtimeInferenceInstanceTypes"] == ["ml.g5.2xlarge"]
+    assert package["CustomerMetadataProperties"]["BaseModelS3Uri"] == "s3://data-bucket/models/sdxl/"
+    dry = register_model.handle(_lora_event(DryRun="true"), runtime)
+    missing = register_model.handle(_lora_event(EXECUTION + "x", ModelDataUrl=""), runtime)
+    assert dry["Registered"] == missing["Registered"] == "false" and "ModelDataUrl" in missing["Reason"]
+
+
+def test_approval_handler_deploys_then_removes_a_lora_package(aws):
+    sm = _client("sagemaker")
+    # moto's instance-type list predates g5: the moto tests use g4dn (botocore's model accepts both)
+    runtime = Runtime(parse_config({"sagemaker": {"role_arn": SM_ROLE},
+                                    "registry": {"endpoint": {"instance_type": "ml.g4dn.2xlarge"}}}), {"sagemaker": sm})
+    arn = register_model.handle(_lora_event(InferenceInstanceTypes="ml.g4dn.2xlarge"), runtime)["ModelPackageArn"]
+    assert approval.handle(_state_change(arn), runtime)["action"] == "none"  # still PendingManualApproval
+    _set_status(sm, arn, "Approved")
+    result = approval.handle(_state_change(arn), runtime)
+    assert result["action"] == "created" and result["endpointName"] == "storyboard-nova-canvas-endpoint"
+    endpoint = sm.describe_endpoint(EndpointName="storyboard-nova-canvas-endpoint")
+    assert endpoint["EndpointConfigName"] == "storyboard-nova-canvas-v1"
+    config = sm.describe_endpoint_config(EndpointConfigName="storyboard-nova-canvas-v1")
+    assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.2xlarge"
+    model = sm.describe_model(ModelName="storyboard-nova-canvas-v1")
+    assert model["ExecutionRoleArn"] == SM_ROLE and model["PrimaryContainer"]["Image"] == LORA_IMAGE
+    metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    assert metadata["EndpointName"] == "storyboard-nova-canvas-endpoint" and metadata["DeploymentStatus"] == "Deployed"
+    assert metadata["SageMakerModelName"] == metadata["EndpointConfigName"] == "storyboard-nova-canvas-v1"
+    _set_status(sm, arn, "Approved")  # (moto also clears the status on a metadata-only update; SageMaker keeps it)
+    assert approval.handle(_state_change(arn), runtime)["action"] == "exists"  # a repeated event
+    assert len(sm.list_models()["Models"]) == 1
+
+    _set_status(sm, arn, "Rejected")
+    assert approval.handle(_state_change(arn), runtime)["action"] == "deleted"
+    assert sm.list_endpoints()["Endpoints"] == [] and sm.list_models()["Models"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert approval.handle(_state_change(arn), runtime)["action"] == "none"
+
+
+def test_endpoint_state_change_cleans_up_what_was_replaced(aws):
+    sm = _client("sagemaker")
+    runtime = Runtime(parse_config({}), {"sagemaker": sm})
+    container = {"Image": LORA_IMAGE, "ModelDataUrl": "s3://data-bucket/m.tar.gz"}
+    for name in ("storyboard-nova-canvas-v1", "storyboard-nova-canvas-v2", "storyboard-nova-canvas-v2-mine"):
+        sm.create_model(ModelName=name, ExecutionRoleArn=SM_ROLE, PrimaryContainer=container)
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.g4dn.2xlarge",
+             "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName="storyboard-nova-canvas-endpoint", EndpointConfigName="storyboard-nova-canvas-v2")
+    event = {"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change",
+             "detail": {"EndpointName": "storyboard-nova-canvas-endpoint", "EndpointStatus": "IN_SERVICE"}}
+    assert approval.handle({**event, "detail": {"EndpointName": "other"}}, runtime)["action"] == "none"
+    result = approval.handle(event, runtime)
+    assert result["action"] == "cleaned"
+    assert result["cleanedUp"] == ["endpoint_config storyboard-nova-canvas-v1", "model storyboard-nova-canvas-v1"]
+    assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == ["storyboard-nova-canvas-v2",
+                                                                          "storyboard-nova-canvas-v2-mine"]
+    assert approval.handle(event, runtime)["action"] == "none"
