@@ -56,6 +56,9 @@ def run_lora_training(settings: LoraSettings, train_dir: str | Path, base_dir: s
         raise InputError(f"mixed_precision={settings.mixed_precision} needs a CUDA GPU; this job runs on {device}: "
                          "set mixed_precision=no or use a GPU instance")
     check_resumable(checkpoints_dir, settings, summary["digest"])
+    if base.stand_in and settings.resolution > 128:
+        log.warning("the stand-in base model was built for 64 px; resolution=%d only makes it slower (set "
+                    "resolution=64 for local runs)", settings.resolution)
     emit(f"base model: {base.description} ({base.path}); {len(records)} records from {manifest}; "
          f"{len(truncated)} caption(s) truncated; device {device}")
 
