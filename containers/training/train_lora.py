@@ -10,6 +10,8 @@ Layout (``<root>`` is ``/opt/ml`` unless ``$STORYBOARD_OPT_ML`` moves it):
 - ``<root>/checkpoints/``: ``checkpoint-<step>/`` (SageMaker syncs it with the checkpoint S3 URI);
 - ``<root>/output/failure``: the error message when the job fails.
 
+Command-line arguments are ignored: SageMaker runs the image as ``docker run <image> train``.
+
 Exit status: 0 trained; 2 bad input (one ``error: ...`` line, before any training); 1 any other failure.
 """
 
