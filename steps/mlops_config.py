@@ -22,6 +22,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from pipeline.config_base import StrictModel
+from steps.lora.settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
+from steps.lora.settings import RESOLUTION_MULTIPLE
 
 # Nova Canvas fine-tuning hyperparameter bounds (DESIGN §5; Amazon Nova user guide).
 STEP_COUNT_MIN, STEP_COUNT_MAX, STEP_COUNT_DEFAULT = 10, 20_000, 500
@@ -139,6 +141,12 @@ def format_learning_rate(value: float) -> str:
     return text if float(text) == value else repr(value)
 
 
+def _lora_range(name: str) -> dict[str, float]:
+    """``{"ge": low, "le": high}`` of a LoRA hyperparameter (``steps.lora.settings.HYPERPARAMETER_LIMITS``)."""
+    low, high = LORA_LIMITS[name]
+    return {"ge": low, "le": high}
+
+
 class LoraConfig(StrictModel):
     """The LoRA fine-tune trained by the SageMaker TrainingStep (``finetune.backend: sagemaker``).
 
@@ -156,19 +164,22 @@ class LoraConfig(StrictModel):
                                            "base_model channel holds no diffusers model.")
     base_model_s3_uri: str | None = Field(None, pattern=S3_URI_PATTERN,
                                           description="S3 prefix of the diffusers-format base model.")
-    max_train_steps: int = Field(500, ge=1, le=100_000, description="Optimizer steps (1..100,000).")
-    learning_rate: float = Field(1e-4, ge=1e-7, le=1e-2, description="AdamW learning rate (1e-7..1e-2).")
-    lora_rank: int = Field(16, ge=1, le=256, description="LoRA rank r of the UNet attention projections.")
-    resolution: int = Field(1024, ge=64, le=2048, multiple_of=8,
-                            description="Training image side in px (64..2,048, a multiple of 8; SDXL: 1024).")
-    train_batch_size: int = Field(1, ge=1, le=64, description="Images per device per step.")
-    gradient_accumulation_steps: int = Field(4, ge=1, le=64, description="Steps accumulated per update.")
-    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed of sampling, noise and LoRA initialisation.")
+    max_train_steps: int = Field(500, **_lora_range("max_train_steps"), description="Optimizer steps.")
+    learning_rate: float = Field(1e-4, **_lora_range("learning_rate"), description="AdamW learning rate.")
+    lora_rank: int = Field(16, **_lora_range("lora_rank"), description="LoRA rank r of the UNet attention projections.")
+    resolution: int = Field(1024, **_lora_range("resolution"), multiple_of=RESOLUTION_MULTIPLE,
+                            description="Training image side in px, a multiple of 8 (SDXL: 1024).")
+    train_batch_size: int = Field(1, **_lora_range("train_batch_size"), description="Images per device per step.")
+    gradient_accumulation_steps: int = Field(4, **_lora_range("gradient_accumulation_steps"),
+                                             description="Steps accumulated per optimizer update.")
+    seed: int = Field(42, **_lora_range("seed"), description="Seed of sampling, noise and LoRA initialisation.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(
-        "bf16", description="bf16 on GPUs that have it (g5, p4d, p5); on the CPU the job trains in fp32.")
-    checkpointing_steps: int = Field(100, ge=1, le=100_000, description="Save a checkpoint every N steps.")
-    checkpoints_total_limit: int = Field(2, ge=1, le=100, description="Checkpoints kept (older are deleted).")
-    min_records: int = Field(5, ge=1, le=100_000,
+        "bf16", description="bf16 on GPUs that have it (g5, p4d, p5); no (fp32) on the CPU.")
+    checkpointing_steps: int = Field(100, **_lora_range("checkpointing_steps"),
+                                     description="Save a checkpoint every N steps.")
+    checkpoints_total_limit: int = Field(2, **_lora_range("checkpoints_total_limit"),
+                                         description="Checkpoints kept (older are deleted).")
+    min_records: int = Field(5, **_lora_range("min_records"),
                              description="Fewest reviewed records the job accepts (refused before training).")
     caption_token_policy: Literal["truncate", "refuse"] = Field(
         "truncate", description="Captions over the text encoders' 77 tokens: truncate with a warning, or refuse "
