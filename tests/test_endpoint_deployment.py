@@ -304,3 +304,18 @@ def test_local_approve_command_end_to_end(tmp_path, capsys, monkeypatch):
 
     assert main(["approve", arns[0].replace("/1", "/9"), "--local", "--runs", str(runs)]) == 2
     assert "no model package" in capsys.readouterr().err
+
+
+def test_cloud_approve_command_sets_the_status(aws_env, capsys, tmp_path, monkeypatch):
+    from moto import mock_aws
+
+    monkeypatch.chdir(tmp_path)
+    with mock_aws():
+        sm = boto3.client("sagemaker", region_name="us-east-1")
+        sm.create_model_package_group(ModelPackageGroupName=GROUP)
+        arn = sm.create_model_package(ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
+                                      InferenceSpecification=_package(1)["InferenceSpecification"])["ModelPackageArn"]
+        assert main(["approve", arn, "--reject", "--region", "us-east-1", "--description", "blurry"]) == 0
+        assert json.loads(capsys.readouterr().out)["status"] == "Rejected"
+        package = sm.describe_model_package(ModelPackageName=arn)
+        assert package["ModelApprovalStatus"] == "Rejected" and package["ApprovalDescription"] == "blurry"
