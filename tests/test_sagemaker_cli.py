@@ -94,14 +94,14 @@ def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys)
     assert {p["Name"]: p.get("DefaultValue") for p in definition["Parameters"]}["SamplingIntervalSeconds"] == 3.0
     capsys.readouterr()
 
-    assert cli("start", "--config", str(path), "--param", "stepCount=1200", "--param", "ReviewMode=a2i",
+    assert cli("start", "--config", str(path), "--param", "LoraTrainingSteps=1200", "--param", "ReviewMode=a2i",
                "--display-name", "first-cut") == 0
     out = capsys.readouterr().out
     arn = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("execution: "))
     execution = client.describe_pipeline_execution(PipelineExecutionArn=arn)
     assert execution["PipelineExecutionDisplayName"] == "first-cut"
     parameters = client.list_pipeline_parameters_for_execution(PipelineExecutionArn=arn)["PipelineParameters"]
-    assert {p["Name"]: p["Value"] for p in parameters} == {"stepCount": "1200", "ReviewMode": "a2i"}
+    assert {p["Name"]: p["Value"] for p in parameters} == {"LoraTrainingSteps": "1200", "ReviewMode": "a2i"}
 
     assert cli("list", "--config", str(path)) == 0
     assert arn in capsys.readouterr().out
@@ -113,8 +113,11 @@ def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("param, message", [("StepCount=10", "unknown pipeline parameter"),
-                                            ("stepCount=5", "outside"), ("ReviewMode=manual", "one of"),
-                                            ("stepCount", "Name=Value")])
+                                            ("stepCount=1000", "unknown pipeline parameter"),  # Bedrock's
+                                            ("LoraTrainingSteps=0", "outside"),
+                                            ("LoraResolution=1020", "multiple of 8"),
+                                            ("LoraLearningRate=0.5", "outside"), ("ReviewMode=manual", "one of"),
+                                            ("MixedPrecision=fp8", "one of"), ("LoraRank", "Name=Value")])
 def test_start_rejects_bad_parameters_before_starting(aws, tmp_path, param, message):
     path = write_config(tmp_path, role_arn=ROLE)
     assert cli("upsert", "--config", str(path), "--no-validate-role") == 0
