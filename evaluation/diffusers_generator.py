@@ -118,10 +118,10 @@ class DiffusersGenerator:
         """
         import torch
 
-        request.validate()
         if request.limits != "diffusers":
             raise InputError(f"request for {request.character} was built for {request.limits}; build the prompt "
                              "set with build_requests(..., backend='diffusers')")
+        request.validate()
         try:
             with torch.inference_mode():
                 result = self.pipeline(
