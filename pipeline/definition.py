@@ -431,6 +431,7 @@ def _register_step(ctx: _Context, review: Any, finetune: Any, evaluate: Any, rep
             "BaseModelS3Uri": p[P.BASE_MODEL_URI],
             "BaseModelId": ctx.config.finetune.lora.base_model_id,
             "InferenceImageUri": ctx.settings.inference_image_uri,
+            "ExecutionRoleArn": ctx.config.registry.endpoint.role_arn or ctx.settings.role_arn,
             "InferenceInstanceTypes": ctx.config.registry.endpoint.instance_type,
         })
         description = ("Create a model package (PendingManualApproval) in the Model Registry group: the inference "
