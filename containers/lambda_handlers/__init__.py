@@ -16,7 +16,10 @@ handler (the image's CMD) to one of:
 - ``containers.lambda_handlers.register_model.handler``: the RegisterModel LambdaStep; creates the
   model package (idempotent).
 - ``containers.lambda_handlers.approval.handler``: EventBridge ``SageMaker Model Package State
-  Change``; Approved: Provisioned Throughput; Rejected: clean up.
+  Change`` (and ``SageMaker Endpoint State Change`` for the deferred clean-up). A LoRA package
+  (``finetune.backend: sagemaker``): Approved creates, or updates to the new version, the real-time
+  endpoint serving base + LoRA (``containers/inference/``); Rejected deletes what its deployment created. A
+  Bedrock package: Approved creates or re-points a Provisioned Throughput; Rejected cleans it up.
 
 Configuration comes from ``pipeline.yaml`` (:mod:`containers.lambda_handlers.runtime`). Where the
 callback token is kept between the start and the completion event: on the Bedrock job as a tag (a
