@@ -96,7 +96,8 @@ def test_diffusers_requests_are_checked_against_diffusers_limits_not_nova_canvas
     nova = build_requests(config, ["sintel"])  # the Nova Canvas requests are unchanged
     assert nova[0].limits == "nova-canvas" and nova[0].width == 1024 and "num_inference_steps" not in nova[0].to_json()
     for key, value, message in (("width", 100, "multiple of 8"), ("height", 4096, "diffusers.height"),
-                                ("num_inference_steps", 0, "diffusers.num_inference_steps"), ("guidance_scale", 31.0, "less than or equal")):
+                                ("num_inference_steps", 0, "diffusers.num_inference_steps"),
+                                ("guidance_scale", 31.0, "less than or equal")):
         with pytest.raises(ValueError, match=message):
             EvaluationConfig(**{**SETTINGS, "diffusers": {**SETTINGS["diffusers"], key: value}})
     from dataclasses import replace
