@@ -15,6 +15,7 @@ adapter on the UNet attention projections, as in diffusers' ``train_dreambooth_l
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from steps.errors import InputError
 if TYPE_CHECKING:
     import torch
     from diffusers import StableDiffusionXLPipeline
+
+log = logging.getLogger(__name__)
 
 SDXL_CLASS = "StableDiffusionXLPipeline"
 STAND_IN_MARKER = "storyboard_stand_in.json"
@@ -163,6 +166,21 @@ def resolve_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def limit_threads_for_stand_in(path: str | Path, device: str) -> None:
+    """On the CPU, run the tiny stand-in on one intra-op thread (``torch.set_num_threads(1)``).
+
+    Its tensors are a few kilobytes, so intra-op parallelism costs more than it saves, and on a busy machine
+    it costs far more: measured on 2 cores under load, 64 px generation took 14 s an image with 2 threads
+    against 0.44 s with 1, and 20 training steps 25 s against 11 s. A real base model keeps torch's default.
+    """
+    if device == "cpu" and is_stand_in(path):
+        import torch
+
+        if torch.get_num_threads() != 1:
+            log.info("tiny stand-in on the CPU: one torch thread")
+            torch.set_num_threads(1)
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``auto`` (float16 on CUDA, float32 elsewhere), ``float32``/``fp32``, ``float16``/``fp16``, ``bfloat16``/``bf16``.
 
@@ -197,6 +215,7 @@ def load_pipeline(base: str | Path, lora_dir: str | Path | None = None, device: 
     from diffusers import StableDiffusionXLPipeline
 
     device = resolve_device(device)
+    limit_threads_for_stand_in(info.path, device)
     pipe = StableDiffusionXLPipeline.from_pretrained(str(info.path), dtype=resolve_dtype(dtype, device))
     if lora_dir is not None:
         pipe.load_lora_weights(str(lora_dir), weight_name=LORA_WEIGHTS_NAME)
@@ -228,6 +247,7 @@ def load_components(base: str | Path, device: str = "cpu", weight_dtype: torch.d
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
 
+    limit_threads_for_stand_in(base, device)
     base = str(base)
     weight_dtype = weight_dtype or torch.float32
     comps = Components(
