@@ -170,7 +170,7 @@ class LoraConfig(StrictModel):
     resolution: int = Field(1024, **_lora_range("resolution"), multiple_of=RESOLUTION_MULTIPLE,
                             description="Training image side in px, a multiple of 8 (SDXL: 1024).")
     train_batch_size: int = Field(1, **_lora_range("train_batch_size"), description="Images per device per step.")
-    gradient_accumulation_steps: int = Field(4, **_lora_range("gradient_accumulation_steps"),
+    gradient_accumulation_steps: int = Field(1, **_lora_range("gradient_accumulation_steps"),
                                              description="Steps accumulated per optimizer update.")
     seed: int = Field(42, **_lora_range("seed"), description="Seed of sampling, noise and LoRA initialisation.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field(

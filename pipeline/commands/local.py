@@ -21,7 +21,8 @@ default base's architecture (Stable Diffusion XL: two text encoders, text-time c
 weights, built once under ``<runs>/.models/`` (the way diffusers' own tests build tiny pipelines). The code
 path is the one the cloud runs; the figures test the machinery, not the quality, and the evaluation report
 and the model card say so. With the stand-in, parameters not given with ``--param`` default to
-:data:`STAND_IN_PARAMETERS` (64 px, fp32). A GPU-less machine trains in fp32 (``MixedPrecision=no``).
+:data:`STAND_IN_PARAMETERS` (64 px, fp32, 100 steps). A GPU-less machine trains in fp32
+(``MixedPrecision=no``).
 
 Exit status: 0 the execution succeeded; 1 a step failed (resume it with ``--resume``); 2 bad input;
 3 the execution ended in a Fail step (a model was not registered, for the reason printed: for
@@ -46,7 +47,7 @@ EXIT_FAILED, EXIT_FAIL_STEP, EXIT_INTERRUPTED = 1, 3, 130
 LOCAL_PATH_PARAMETERS = ("InputVideosS3Uri", "ReferencesS3Uri", "PipelineConfigS3Uri", "EvaluationImagesUri",
                          "BaseModelS3Uri")
 # Parameter defaults of a local run on the random-weight stand-in base: its UNet is sized for 64 px images.
-STAND_IN_PARAMETERS = {"LoraResolution": 64, "MixedPrecision": "no"}
+STAND_IN_PARAMETERS = {"LoraResolution": 64, "MixedPrecision": "no", "LoraTrainingSteps": 100}
 STAND_IN_DIR = ".models/stand-in-sdxl"
 
 
