@@ -114,6 +114,9 @@ def check_image_size(width: int, height: int) -> None:
         raise ValueError(f"aspect ratio {width}:{height} is beyond Nova Canvas's 1:4..4:1")
 
 
+DEFAULT_DIFFUSERS_SIDE_PX = 1024  # Stable Diffusion XL base 1.0's native resolution
+
+
 def check_diffusers_size(width: int, height: int) -> None:
     """Check a Stable Diffusion XL output size (diffusers): each side 64..2,048 px and divisible by 8.
 
@@ -134,16 +137,19 @@ def check_diffusers_size(width: int, height: int) -> None:
 class DiffusersGenerationConfig(StrictModel):
     """``evaluation.diffusers``: generation settings of the ``sagemaker`` backend (SDXL base and base+LoRA).
 
-    The defaults suit Stable Diffusion XL base 1.0 on a GPU instance (1,024 px, 30 steps, guidance 7.5, the
-    diffusers defaults for SDXL except the step count). The offline stand-in base (a tiny random-weight
-    SDXL-architecture model) is meant to run at 64 px with a few steps; set those in the local config.
-    Prompts, negative prompt, seeds and images per prompt come from the ``evaluation`` section itself.
+    The defaults suit Stable Diffusion XL base 1.0 on a GPU instance (30 steps, guidance 7.5, the diffusers
+    defaults for SDXL except the step count). ``width`` and ``height`` default to the resolution the LoRA was
+    trained at (``training_config.json`` in the model artifact: 1,024 px for SDXL, 64 px for the offline
+    stand-in, a tiny random-weight SDXL-architecture model), else 1,024 px. Prompts, negative prompt, seeds
+    and images per prompt come from the ``evaluation`` section itself.
     """
 
-    width: int = Field(1024, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
-                       description="Image width in px: 64..2,048, a multiple of 8 (SDXL base 1.0: 1,024).")
-    height: int = Field(1024, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
-                        description="Image height in px: 64..2,048, a multiple of 8 (SDXL base 1.0: 1,024).")
+    width: int | None = Field(None, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
+                              description="Image width in px: 64..2,048, a multiple of 8; default: the LoRA's "
+                                          "training resolution (SDXL base 1.0: 1,024).")
+    height: int | None = Field(None, ge=DIFFUSERS_MIN_SIDE_PX, le=DIFFUSERS_MAX_SIDE_PX,
+                               description="Image height in px: 64..2,048, a multiple of 8; default: the LoRA's "
+                                           "training resolution.")
     num_inference_steps: int = Field(30, ge=DIFFUSERS_MIN_STEPS, le=DIFFUSERS_MAX_STEPS,
                                      description="Denoising steps per image (1..200).")
     guidance_scale: float = Field(7.5, ge=DIFFUSERS_MIN_GUIDANCE, le=DIFFUSERS_MAX_GUIDANCE,
@@ -155,8 +161,14 @@ class DiffusersGenerationConfig(StrictModel):
 
     @model_validator(mode="after")
     def _image_size(self) -> DiffusersGenerationConfig:
-        check_diffusers_size(self.width, self.height)
+        check_diffusers_size(self.width or DEFAULT_DIFFUSERS_SIDE_PX, self.height or DEFAULT_DIFFUSERS_SIDE_PX)
         return self
+
+    def sized(self, resolution: int | None) -> DiffusersGenerationConfig:
+        """These settings with the sides left unset filled in: ``resolution`` (the LoRA's training
+        resolution, in px) where given, else 1,024 px."""
+        side = resolution or DEFAULT_DIFFUSERS_SIDE_PX
+        return self.model_copy(update={"width": self.width or side, "height": self.height or side})
 
 
 class EvaluationConfig(StrictModel):

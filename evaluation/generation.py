@@ -563,7 +563,7 @@ def build_requests(config: EvaluationConfig, characters: Sequence[CharacterConfi
         for k, text in enumerate(character_prompts(config, entry)):
             for seed in config.seeds:
                 if backend == "diffusers":
-                    d = config.diffusers
+                    d = config.diffusers.sized(None)
                     request = TextImageRequest(
                         character=entry.name, prompt_index=k, prompt=text, seed=seed,
                         number_of_images=config.images_per_prompt, negative_prompt=config.negative_prompt,

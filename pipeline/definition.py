@@ -375,7 +375,8 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
     if _lora(ctx):
         inputs += [_input("model", finetune.properties.ModelArtifacts.S3ModelArtifacts),
                    _input("base_model", p[P.BASE_MODEL_URI])]
-        arguments = ["--finetune-backend", "sagemaker", *common]
+        arguments = ["--finetune-backend", "sagemaker",
+                     "--model-data-url", finetune.properties.ModelArtifacts.S3ModelArtifacts, *common]
         # the training image: PyTorch with CUDA, diffusers and the project (the processing image has no GPU stack)
         processor = _processor(ctx, EVALUATE, 1, instance_type=p[P.EVALUATION_INSTANCE_TYPE],
                                image_uri=ctx.settings.training_image_uri)

@@ -407,7 +407,8 @@ def test_lora_backend_trains_with_a_training_step_fed_by_pipeline_parameters(lor
     assert inputs["base_model"] == {"Get": "Parameters.BaseModelS3Uri"}
     assert evaluate["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {
         "Get": "Parameters.EvaluationInstanceType"}
-    assert evaluate["AppSpecification"]["ContainerArguments"][:2] == ["--finetune-backend", "sagemaker"]
+    assert evaluate["AppSpecification"]["ContainerArguments"][:4] == [
+        "--finetune-backend", "sagemaker", "--model-data-url", {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}]
     assert evaluate["AppSpecification"]["ImageUri"] == settings.training_image_uri  # PyTorch + CUDA + diffusers
     register = steps[D.REGISTER].spec["Arguments"]
     assert register["ModelDataUrl"] == {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}

@@ -215,7 +215,7 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
     work = root / "work"
     model_in, base_in = root / "input" / "model", root / "input" / "base_model"
     names = _character_names(config, references)
-    requests = build_requests(config.evaluation, [config.character(n) for n in names], backend="diffusers")
+    build_requests(config.evaluation, [config.character(n) for n in names], backend="diffusers")  # checked first
     if not base_in.is_dir():
         raise InputError(f"no base model input {base_in}: the sagemaker backend needs the diffusers Stable Diffusion "
                          "XL folder the LoRA was trained on as the processing input 'base_model'")
@@ -242,7 +242,13 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
         except json.JSONDecodeError as err:
             log.warning("%s is not valid JSON (%s); the training summary has no hyperparameters",
                         lora_dir / TRAINING_CONFIG, err)
-    settings = config.evaluation.diffusers
+    resolution = _training_resolution(training_config)
+    settings = config.evaluation.diffusers.sized(resolution)
+    evaluation = config.evaluation.model_copy(update={"diffusers": settings})
+    requests = build_requests(evaluation, [config.character(n) for n in names], backend="diffusers")
+    log.info("generating %d requests at %d x %d px, %d steps (%s)", len(requests), settings.width, settings.height,
+             settings.num_inference_steps, "the LoRA's training resolution" if resolution and
+             config.evaluation.diffusers.width is None else "evaluation.diffusers")
     base_dir, finetuned_dir = work / "base", work / "finetuned"
     for lora, folder in ((None, base_dir), (lora_dir, finetuned_dir)):
         generator = DiffusersGenerator(base.path, lora, device=device, dtype=settings.dtype)
@@ -253,6 +259,16 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
     evaluated = describe_model("sagemaker", base=base, lora_artifact=artifact, lora_dir=lora_dir,
                                training_log=training_log, training_config=training_config)
     return finetuned_dir, base_dir, evaluated, training_log
+
+
+def _training_resolution(training_config: dict[str, Any] | None) -> int | None:
+    """The resolution (px) the LoRA was trained at, from its ``training_config.json``, or ``None``."""
+    if not isinstance(training_config, dict):
+        return None
+    for holder in (training_config.get("hyperparameters"), training_config.get("settings"), training_config):
+        if isinstance(holder, dict) and isinstance(holder.get("resolution"), int):
+            return holder["resolution"]
+    return None
 
 
 def generate_images(config: Any, references: Path, work: Path, custom_model_arn: str | None) -> tuple[Path, Path]:
