@@ -17,14 +17,16 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
-# The whole pipeline definition, run locally on the sample clip. The fine-tune is a dry run (no AWS), so the
-# execution ends, as it must, in the ModelNotTrained Fail step (exit status 3): nothing is registered.
+# The whole pipeline definition, run locally on the sample clip: the LoRA is trained on a random-weight
+# stand-in of Stable Diffusion XL (no weights can be downloaded offline), Evaluate scores base and fine-tuned,
+# and the run ends in RegisterModel (exit 0) or in the QualityGateFailed Fail step with the figures (exit 3).
 demo: venv
 	@$(VENV)/bin/storyboard run --local --video "$$($(PY) -m pipeline.sample_media)" \
 		--characters examples/bbb_sample/characters --config examples/bbb_sample/pipeline.yaml \
 		--runs $(DEMO_OUT)/runs --execution-id demo-$$(date +%Y%m%d-%H%M%S); \
 	code=$$?; if [ $$code -ne 0 ] && [ $$code -ne 3 ]; then exit $$code; fi; \
-	echo "Run folder: $$(ls -d $(DEMO_OUT)/runs/demo-* | tail -n 1) (CaptionImages/ holds the training set and report.html)"
+	echo "Run folder: $$(ls -d $(DEMO_OUT)/runs/demo-* | tail -n 1) (CaptionImages/output/dataset: the training set;" \
+		"FineTune/model-output: model.tar.gz; Evaluate/output/evaluation: report.html and loss_curve.png)"
 
 # The data preparation alone, into one folder.
 prepare-demo: venv

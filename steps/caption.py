@@ -38,6 +38,7 @@ from steps.extract import load_embeddings, prepare_out_dir
 from steps.io import read_jsonl, write_json, write_jsonl
 from steps.manifests import image_ref, labelling_row, training_rows
 from steps.records import CropRecord
+from steps.references import REFERENCES_FOLDER
 from steps.report import write_prepare_report
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,12 @@ def run_caption(extract_dirs: Sequence[str | Path], out_dir: str | Path, config:
     out = Path(out_dir)
     records, roots, vectors, heights, shard_summaries = _load_shards(shards)
     in_place = len(shards) == 1 and shards[0].resolve() == out.resolve()
-    prepare_out_dir(out, overwrite or in_place, CAPTION_OUTPUTS if in_place else CAPTION_OUTPUTS + ("crops",
-                                                                                                     "crops.jsonl"))
+    prepare_out_dir(out, overwrite or in_place, CAPTION_OUTPUTS if in_place else CAPTION_OUTPUTS + (
+        "crops", "crops.jsonl", REFERENCES_FOLDER))
+    if not in_place:  # the references that defined the characters, for Evaluate (every shard has the same)
+        first = next((s / REFERENCES_FOLDER for s in shards if (s / REFERENCES_FOLDER).is_dir()), None)
+        if first is not None:
+            shutil.copytree(first, out / REFERENCES_FOLDER)
 
     # Global de-duplication across shards (a no-op for one shard, where ExtractFrames already did it).
     candidates = [r for r in records if r.kept and r.crop_id in vectors]

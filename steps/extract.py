@@ -38,13 +38,13 @@ from steps.errors import InputError, NoCharacterFoundError
 from steps.image_payload import encode_image
 from steps.io import atomic_open, write_bytes, write_json, write_jsonl
 from steps.records import BBox, CropRecord, Detection, SampledFrame, frame_log_row
-from steps.references import ReferenceImage, load_references
+from steps.references import REFERENCES_FOLDER, ReferenceImage, load_references, write_reference_images
 from steps.temporal import Scored, smooth_in_shots
 from steps.video import VideoInfo, estimate_content_box, probe_video, sample_frames
 
 log = logging.getLogger(__name__)
 
-EXTRACT_OUTPUTS = ("frames.jsonl", "crops.jsonl", "embeddings.npz", "extract_summary.json", "crops")
+EXTRACT_OUTPUTS = ("frames.jsonl", "crops.jsonl", "embeddings.npz", "extract_summary.json", "crops", "references")
 CANDIDATE_FLOOR = 0.5
 """Candidates for temporal rescoring are kept from this fraction of ``detection.min_score`` up."""
 
@@ -172,6 +172,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     infos = [probe_video(v) for v in videos]
     references = load_references(config, characters_dir, [i.path for i in infos])
     prepare_out_dir(out, overwrite, EXTRACT_OUTPUTS)
+    write_reference_images(references, out / REFERENCES_FOLDER)
     embedder = embedder or make_embedder(config.embeddings, config.aws)
     content_boxes = {info.path: estimate_content_box(info.path, config.sampling) for info in infos}
     detector = detector or build_detector(config, references, infos, embedder, content_boxes)

@@ -187,3 +187,27 @@ def load_references(config: StoryboardConfig, characters_dir: str | Path | None,
     log.info("references: %s", ", ".join(f"{n} ({len(r)})" for n, r in sorted(found.items())))
     return dict(sorted(found.items()))
 
+
+REFERENCES_FOLDER = "references"
+"""Where ExtractFrames and CaptionImages write the resolved reference images (``<out>/references/<character>/``)."""
+
+
+def write_reference_images(references: dict[str, list[ReferenceImage]], folder: str | Path) -> int:
+    """Write every reference as ``folder/<character>/ref_<k>.png`` (atomically); return how many.
+
+    Frame-region references (``references.yaml``) exist only as regions of a video; written out, they let
+    later steps that do not read the videos (Evaluate) score against exactly what defined each character.
+    """
+    import io
+
+    from steps.io import write_bytes
+
+    count = 0
+    for character, refs in references.items():
+        for k, ref in enumerate(refs):
+            buffer = io.BytesIO()
+            Image.fromarray(ref.image).save(buffer, format="PNG")
+            write_bytes(Path(folder) / character / f"ref_{k:03d}.png", buffer.getvalue())
+            count += 1
+    return count
+

@@ -3,7 +3,9 @@
 Processing layout (``<root>`` is ``/opt/ml/processing`` unless moved):
 
 - ``<root>/input/config/pipeline.json``: the configuration;
-- ``<root>/input/references/<character>/``: reference images (``ReferencesS3Uri``);
+- ``<root>/input/references/<character>/``: reference images (``ReferencesS3Uri``); where the dataset holds
+  ``references/<character>/`` (the reference images ExtractFrames resolved, frame regions of
+  ``references.yaml`` included), those are used;
 - ``<root>/input/dataset/``: the CaptionImages output (``crops.jsonl`` and ``crops/``: the training crops,
   for memorisation and calibration);
 - ``<root>/input/model/`` (``--finetune-backend sagemaker``): the training step's ``model.tar.gz``
@@ -124,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = root / "output" / "evaluation"
     references = root / "input" / "references"
     dataset = root / "input" / "dataset"
+    resolved = dataset / "references"  # written by ExtractFrames: image files and references.yaml regions alike
+    if resolved.is_dir() and any(p.is_dir() for p in resolved.iterdir()):
+        log.info("references: %s (the images that defined each character in ExtractFrames)", resolved)
+        references = resolved
     work = root / "work"
     dry_run = str(args.dry_run).strip().lower() == "true"
     images = optional(args.evaluation_images)

@@ -272,12 +272,29 @@ def run_local(args: argparse.Namespace) -> int:
               f"--runs {args.runs}", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(format_summary(result))
+    note = stand_in_note(runner.execution.get("Parameters", {}))
+    if note:
+        print(note)
     if result.status == "Succeeded":
         return 0
     if result.failed_step_type == "Fail":
         return EXIT_FAIL_STEP
     print(f"resume with: storyboard run --local --resume {result.execution_id} --runs {args.runs}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def stand_in_note(parameters: dict[str, Any]) -> str | None:
+    """A line for the run summary when the LoRA was trained on the random-weight stand-in, else ``None``."""
+    base = str(parameters.get("BaseModelS3Uri", ""))
+    if not base or "://" in base:
+        return None
+    from steps.lora.model import is_stand_in
+
+    if not is_stand_in(base):
+        return None
+    return ("note: the base model was the untrained random-weight stand-in of Stable Diffusion XL's architecture: "
+            "the training, evaluation and gate above test the machinery, not the quality (give --base-model DIR "
+            "for a real base)")
 
 
 def _handlers(register_function_arn: str | None) -> dict[str, Any]:
