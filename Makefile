@@ -43,6 +43,7 @@ test: lint
 
 bench: venv
 	$(PY) bench/bench_sampling.py
+	$(PY) bench/bench_lora.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) runs
