@@ -257,12 +257,9 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
         fin = sorted((r for r in by_model.get("finetuned", {}).values() if r["character"] == character), key=_sort_key)
         base = by_model.get("base", {})
         pairs = []
-        used_base: set[str] = set()
+        used_base = {base[r["path"]]["path"] for r in fin if r["path"] in base}  # base images with a partner
         for record in fin[:settings.max_images_per_character_in_report]:
-            partner = base.get(record["path"])
-            if partner is not None:
-                used_base.add(partner["path"])
-            pairs.append(_pair(record, record, partner, image_roots, px))
+            pairs.append(_pair(record, record, base.get(record["path"]), image_roots, px))
         unpaired = sorted((r for r in base.values() if r["character"] == character and r["path"] not in used_base),
                           key=_sort_key)
         room = max(settings.max_images_per_character_in_report - len(pairs), 0)
