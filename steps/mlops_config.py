@@ -277,7 +277,7 @@ class RegistryConfig(StrictModel):
 
     model_package_group_name: str | None = Field(
         None, pattern=MODEL_PACKAGE_GROUP_PATTERN,
-        description="Model package group; default '<project>-nova-canvas'.")
+        description="Model package group; default '<project>-characters'.")
     approval_status: Literal["PendingManualApproval", "Approved", "Rejected"] = Field(
         "PendingManualApproval", description="Status of a new model package.")
     local_registry_path: str | None = Field(
@@ -305,8 +305,8 @@ def human_task_ui_name(review: ReviewConfig, project: str) -> str:
 
 
 def model_package_group_name(registry: RegistryConfig, project: str) -> str:
-    """The model package group: configured, or ``<project>-nova-canvas``."""
-    return registry.model_package_group_name or f"{project}-nova-canvas"
+    """The model package group: configured, or ``<project>-characters``."""
+    return registry.model_package_group_name or f"{project}-characters"
 
 
 def endpoint_name(registry: RegistryConfig, project: str) -> str:

@@ -207,7 +207,7 @@ def test_parameter_names_and_defaults_follow_pipeline_yaml(definition, yaml_conf
         "ReviewMode": yaml_config.review.mode,
         "MinCharacterSimilarity": yaml_config.evaluation.min_character_similarity,
         "MinImprovementOverBase": yaml_config.evaluation.min_improvement,
-        "ModelPackageGroupName": yaml_config.registry.model_package_group_name or f"{yaml_config.project}-nova-canvas",
+        "ModelPackageGroupName": yaml_config.registry.model_package_group_name or f"{yaml_config.project}-characters",
         "ProcessingInstanceType": yaml_config.sagemaker.processing_instance_type,
         "ProcessingInstanceCount": yaml_config.sagemaker.processing_instance_count,
         "InputVideosS3Uri": f"{settings.base_uri}/input/videos/",
@@ -407,8 +407,9 @@ def test_lora_backend_trains_with_a_training_step_fed_by_pipeline_parameters(lor
     assert inputs["base_model"] == {"Get": "Parameters.BaseModelS3Uri"}
     assert evaluate["ProcessingResources"]["ClusterConfig"]["InstanceType"] == {
         "Get": "Parameters.EvaluationInstanceType"}
+    artifact = {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}
     assert evaluate["AppSpecification"]["ContainerArguments"][:4] == [
-        "--finetune-backend", "sagemaker", "--model-data-url", {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}]
+        "--finetune-backend", "sagemaker", "--model-data-url", artifact]
     assert evaluate["AppSpecification"]["ImageUri"] == settings.training_image_uri  # PyTorch + CUDA + diffusers
     register = steps[D.REGISTER].spec["Arguments"]
     assert register["ModelDataUrl"] == {"Get": "Steps.FineTune.ModelArtifacts.S3ModelArtifacts"}

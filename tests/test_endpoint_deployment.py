@@ -30,8 +30,8 @@ from steps.errors import InputError
 from steps.mlops_config import EndpointConfig, RegistryConfig, endpoint_name
 
 ACCOUNT = "123456789012"
-GROUP = "storyboard-nova-canvas"
-ENDPOINT = "storyboard-nova-canvas-endpoint"
+GROUP = "storyboard-characters"
+ENDPOINT = "storyboard-characters-endpoint"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/storyboard-sagemaker"
 IMAGE = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/storyboard-inference:latest"
 BASE = "s3://bucket/models/stable-diffusion-xl-base-1.0/"

@@ -101,7 +101,7 @@ def test_callback_request_limits():
 
 def test_register_lambda_creates_the_package_once_against_moto(aws):
     runtime = Runtime(parse_config({}), {"sagemaker": _client("sagemaker")})
-    event = {"ModelPackageGroupName": "storyboard-nova-canvas", "EvaluationUri": "s3://data-bucket/eval/evaluation.json",
+    event = {"ModelPackageGroupName": "storyboard-characters", "EvaluationUri": "s3://data-bucket/eval/evaluation.json",
              "CustomModelArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-canvas-v1:0/abcdefabcdef",
              "JobArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:model-customization-job/"
                        "amazon.nova-canvas-v1:0/abcdefabcdef",
@@ -111,7 +111,7 @@ def test_register_lambda_creates_the_package_once_against_moto(aws):
     assert first["Registered"] == second["Registered"] == "true"
     assert first["ModelPackageArn"] == second["ModelPackageArn"]
     sm = runtime.client("sagemaker")
-    assert len(sm.list_model_packages(ModelPackageGroupName="storyboard-nova-canvas")["ModelPackageSummaryList"]) == 1
+    assert len(sm.list_model_packages(ModelPackageGroupName="storyboard-characters")["ModelPackageSummaryList"]) == 1
     package = sm.describe_model_package(ModelPackageName=first["ModelPackageArn"])
     assert package["CustomerMetadataProperties"]["metric:CharacterSimilarity"] == "0.70"
     assert package["CustomerMetadataProperties"]["BedrockJobArn"] == event["JobArn"]
@@ -533,7 +533,7 @@ def test_approval_handler_creates_a_throughput_for_an_approved_package(aws):
     sm, bedrock = _client("sagemaker"), _client("bedrock")
     runtime = Runtime(parse_config({}), {"sagemaker": sm, "bedrock": bedrock})
     model = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-canvas-v1:0/abcdefabcdef"
-    event = {"ModelPackageGroupName": "storyboard-nova-canvas", "EvaluationUri": "s3://data-bucket/e.json",
+    event = {"ModelPackageGroupName": "storyboard-characters", "EvaluationUri": "s3://data-bucket/e.json",
              "CustomModelArn": model, "JobArn": "arn:job", "DryRun": "false", "PipelineExecutionArn": EXECUTION}
     arn = register_model.handle(event, runtime)["ModelPackageArn"]
     metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
@@ -543,10 +543,10 @@ def test_approval_handler_creates_a_throughput_for_an_approved_package(aws):
     with Stubber(bedrock) as stub:
         stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []})
         stub.add_response("create_provisioned_model_throughput", {"provisionedModelArn": pt_arn},
-                          {"modelUnits": 1, "provisionedModelName": "storyboard-nova-canvas-v1", "modelId": model,
+                          {"modelUnits": 1, "provisionedModelName": "storyboard-characters-v1", "modelId": model,
                            "clientRequestToken": ANY})
         state_change = {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
-                        "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-nova-canvas",
+                        "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-characters",
                                    "ModelApprovalStatus": "Approved"}}
         result = approval.handle(state_change, runtime)
         stub.assert_no_pending_responses()
@@ -601,7 +601,7 @@ SM_ROLE = f"arn:aws:iam::{ACCOUNT}:role/storyboard-sagemaker"
 
 
 def _lora_event(execution: str = EXECUTION, **overrides: str) -> dict:
-    event = {"FineTuneBackend": "sagemaker", "ModelPackageGroupName": "storyboard-nova-canvas",
+    event = {"FineTuneBackend": "sagemaker", "ModelPackageGroupName": "storyboard-characters",
              "ModelDataUrl": f"s3://data-bucket/runs/{execution[-6:]}/FineTune/job/output/model.tar.gz",
              "TrainingJobName": "storyboard-lora-a1b2c3", "BaseModelS3Uri": "s3://data-bucket/models/sdxl/",
              "BaseModelId": "stabilityai/stable-diffusion-xl-base-1.0", "InferenceImageUri": LORA_IMAGE,
@@ -616,7 +616,7 @@ def _lora_event(execution: str = EXECUTION, **overrides: str) -> dict:
 
 def _state_change(arn: str) -> dict:
     return {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
-            "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-nova-canvas"}}
+            "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-characters"}}
 
 
 def _set_status(sm, arn: str, status: str) -> None:
@@ -629,10 +629,10 @@ def test_register_lambda_creates_a_deployable_lora_package(aws):
     sm = _client("sagemaker")
     calls = _capture(sm)
     runtime = Runtime(parse_config({}), {"sagemaker": sm})
-    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/storyboard-nova-canvas/1"
+    arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/storyboard-characters/1"
     with Stubber(sm) as stub:  # the request as SageMaker receives it, validated against the service model
         stub.add_response("describe_model_package_group", {
-            "ModelPackageGroupName": "storyboard-nova-canvas", "ModelPackageGroupArn": arn.rsplit("/", 1)[0],
+            "ModelPackageGroupName": "storyboard-characters", "ModelPackageGroupArn": arn.rsplit("/", 1)[0],
             "CreationTime": "2026-01-01T00:00:00Z", "CreatedBy": {}, "ModelPackageGroupStatus": "Completed"})
         stub.add_response("list_model_packages", {"ModelPackageSummaryList": []})
         stub.add_response("create_model_package", {"ModelPackageArn": arn})
@@ -663,16 +663,16 @@ def test_approval_handler_deploys_then_removes_a_lora_package(aws):
     assert approval.handle(_state_change(arn), runtime)["action"] == "none"  # still PendingManualApproval
     _set_status(sm, arn, "Approved")
     result = approval.handle(_state_change(arn), runtime)
-    assert result["action"] == "created" and result["endpointName"] == "storyboard-nova-canvas-endpoint"
-    endpoint = sm.describe_endpoint(EndpointName="storyboard-nova-canvas-endpoint")
-    assert endpoint["EndpointConfigName"] == "storyboard-nova-canvas-v1"
-    config = sm.describe_endpoint_config(EndpointConfigName="storyboard-nova-canvas-v1")
+    assert result["action"] == "created" and result["endpointName"] == "storyboard-characters-endpoint"
+    endpoint = sm.describe_endpoint(EndpointName="storyboard-characters-endpoint")
+    assert endpoint["EndpointConfigName"] == "storyboard-characters-v1"
+    config = sm.describe_endpoint_config(EndpointConfigName="storyboard-characters-v1")
     assert config["ProductionVariants"][0]["InstanceType"] == "ml.g4dn.2xlarge"
-    model = sm.describe_model(ModelName="storyboard-nova-canvas-v1")
+    model = sm.describe_model(ModelName="storyboard-characters-v1")
     assert model["ExecutionRoleArn"] == SM_ROLE and model["PrimaryContainer"]["Image"] == LORA_IMAGE
     metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
-    assert metadata["EndpointName"] == "storyboard-nova-canvas-endpoint" and metadata["DeploymentStatus"] == "Deployed"
-    assert metadata["SageMakerModelName"] == metadata["EndpointConfigName"] == "storyboard-nova-canvas-v1"
+    assert metadata["EndpointName"] == "storyboard-characters-endpoint" and metadata["DeploymentStatus"] == "Deployed"
+    assert metadata["SageMakerModelName"] == metadata["EndpointConfigName"] == "storyboard-characters-v1"
     _set_status(sm, arn, "Approved")  # (moto also clears the status on a metadata-only update; SageMaker keeps it)
     assert approval.handle(_state_change(arn), runtime)["action"] == "exists"  # a repeated event
     assert len(sm.list_models()["Models"]) == 1
@@ -688,18 +688,18 @@ def test_endpoint_state_change_cleans_up_what_was_replaced(aws):
     sm = _client("sagemaker")
     runtime = Runtime(parse_config({}), {"sagemaker": sm})
     container = {"Image": LORA_IMAGE, "ModelDataUrl": "s3://data-bucket/m.tar.gz"}
-    for name in ("storyboard-nova-canvas-v1", "storyboard-nova-canvas-v2", "storyboard-nova-canvas-v2-mine"):
+    for name in ("storyboard-characters-v1", "storyboard-characters-v2", "storyboard-characters-v2-mine"):
         sm.create_model(ModelName=name, ExecutionRoleArn=SM_ROLE, PrimaryContainer=container)
         sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
             {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.g4dn.2xlarge",
              "InitialInstanceCount": 1}])
-    sm.create_endpoint(EndpointName="storyboard-nova-canvas-endpoint", EndpointConfigName="storyboard-nova-canvas-v2")
+    sm.create_endpoint(EndpointName="storyboard-characters-endpoint", EndpointConfigName="storyboard-characters-v2")
     event = {"source": "aws.sagemaker", "detail-type": "SageMaker Endpoint State Change",
-             "detail": {"EndpointName": "storyboard-nova-canvas-endpoint", "EndpointStatus": "IN_SERVICE"}}
+             "detail": {"EndpointName": "storyboard-characters-endpoint", "EndpointStatus": "IN_SERVICE"}}
     assert approval.handle({**event, "detail": {"EndpointName": "other"}}, runtime)["action"] == "none"
     result = approval.handle(event, runtime)
     assert result["action"] == "cleaned"
-    assert result["cleanedUp"] == ["endpoint_config storyboard-nova-canvas-v1", "model storyboard-nova-canvas-v1"]
-    assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == ["storyboard-nova-canvas-v2",
-                                                                          "storyboard-nova-canvas-v2-mine"]
+    assert result["cleanedUp"] == ["endpoint_config storyboard-characters-v1", "model storyboard-characters-v1"]
+    assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == ["storyboard-characters-v2",
+                                                                          "storyboard-characters-v2-mine"]
     assert approval.handle(event, runtime)["action"] == "none"

@@ -45,7 +45,7 @@ def _lora_event(**overrides: str) -> dict:
     event = {"FineTuneBackend": "sagemaker", "ModelDataUrl": ARTIFACT, "TrainingJobName": "storyboard-lora-a1b2c3",
              "BaseModelS3Uri": BASE_URI, "BaseModelId": "stabilityai/stable-diffusion-xl-base-1.0",
              "InferenceImageUri": IMAGE, "InferenceInstanceTypes": "ml.g5.2xlarge, ml.g5.4xlarge",
-             "ModelPackageGroupName": "storyboard-nova-canvas", "ModelApprovalStatus": "PendingManualApproval",
+             "ModelPackageGroupName": "storyboard-characters", "ModelApprovalStatus": "PendingManualApproval",
              "EvaluationReportUri": "s3://bucket/eval/evaluation.json",
              "ReviewedManifestUri": "s3://bucket/review/train.jsonl", "PipelineExecutionArn": EXECUTION,
              "ClientToken": "a1b2c3d4e5f6", "DryRun": "false", "CharacterSimilarity": "0.712",
@@ -55,7 +55,7 @@ def _lora_event(**overrides: str) -> dict:
 
 
 def _event(**overrides: str) -> dict:
-    event = {"ModelPackageGroupName": "storyboard-nova-canvas", "EvaluationUri": "s3://bucket/eval/evaluation.json",
+    event = {"ModelPackageGroupName": "storyboard-characters", "EvaluationUri": "s3://bucket/eval/evaluation.json",
              "CustomModelArn": MODEL, "JobArn": JOB, "DryRun": "false", "PipelineExecutionArn": EXECUTION,
              "BaseModelId": "amazon.nova-canvas-v1:0", "CharacterSimilarity": "0.712", "Improvement": "0.081"}
     event.update(overrides)
@@ -165,7 +165,7 @@ def test_lora_registration_refuses_or_skips_with_a_reason():
 def test_lora_registration_request_is_what_sagemaker_receives(aws_env):
     sm = boto3.client("sagemaker", region_name="us-east-1")
     request = RegistrationRequest.from_event(_lora_event(), "g")
-    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/storyboard-nova-canvas/1"
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/storyboard-characters/1"
     with Stubber(sm) as stub:  # the Stubber validates each request against the service model
         stub.add_client_error("describe_model_package_group", "ValidationException", "does not exist")
         stub.add_response("create_model_package_group", {"ModelPackageGroupArn": arn.rsplit("/", 1)[0]})
@@ -196,7 +196,7 @@ def test_local_register_is_idempotent_and_dry_runs_register_nothing(tmp_path):
     third = register(_event(PipelineExecutionArn=EXECUTION + "2"), run, config)
     assert third["ModelPackageArn"].endswith("/2")
     data = json.loads((tmp_path / "registry.json").read_text())  # <runs>/registry.json, shared by executions
-    assert len(data["packages"]) == 2 and "storyboard-nova-canvas" in data["groups"]
+    assert len(data["packages"]) == 2 and "storyboard-characters" in data["groups"]
     assert data["packages"][0]["ModelApprovalStatus"] == "PendingManualApproval"
     assert json.loads((run / "registration.json").read_text())["Registered"] == "true"
 
@@ -206,13 +206,13 @@ def test_local_approval_plans_a_throughput(tmp_path):
     run = tmp_path / "run" / "RegisterModel"
     arn = LAMBDA_HANDLERS["storyboard-register-model"](_event(), run, config)["ModelPackageArn"]
     action = approve(arn, "Approved", tmp_path, config)
-    assert action.action == "created" and action.throughput_name == "storyboard-nova-canvas-v1"
+    assert action.action == "created" and action.throughput_name == "storyboard-characters-v1"
     plans = [json.loads(line) for line in
              (tmp_path / "deployments" / "throughput_requests.jsonl").read_text().splitlines()]
     assert plans[0]["request"]["modelUnits"] == 1 and "commitmentDuration" not in plans[0]["request"]
     assert approve(arn, "Approved", tmp_path, config).action == "exists"
     package = LocalModelRegistry(tmp_path / "registry.json").describe_package(arn)
-    assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-nova-canvas-v1"
+    assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-characters-v1"
     assert package["CustomerMetadataProperties"]["FineTuneBackend"] == "bedrock"
     assert approve(arn, "Rejected", tmp_path, config).action == "deleted"
     assert not (tmp_path / "deployments" / "deployment_requests.jsonl").exists()  # no endpoint for Bedrock
@@ -231,7 +231,7 @@ def test_sagemaker_registry_creates_once_per_execution(aws_env):
         first = register_model(request, registry)
         second = register_model(request, registry)
         assert first.registered and second.registered and first.model_package_arn == second.model_package_arn
-        packages = sm.list_model_packages(ModelPackageGroupName="storyboard-nova-canvas")["ModelPackageSummaryList"]
+        packages = sm.list_model_packages(ModelPackageGroupName="storyboard-characters")["ModelPackageSummaryList"]
         assert len(packages) == 1
         described = sm.describe_model_package(ModelPackageName=first.model_package_arn)
         assert described["ModelApprovalStatus"] == "PendingManualApproval"
@@ -243,7 +243,7 @@ def test_sagemaker_registry_creates_once_per_execution(aws_env):
         assert other.model_package_arn != first.model_package_arn
         dry = register_model(RegistrationRequest.from_event(_event(DryRun="true"), "g"), registry)
         assert not dry.registered
-        assert len(sm.list_model_packages(ModelPackageGroupName="storyboard-nova-canvas")
+        assert len(sm.list_model_packages(ModelPackageGroupName="storyboard-characters")
                    ["ModelPackageSummaryList"]) == 2
 
 
@@ -252,8 +252,8 @@ def test_sagemaker_registry_creates_once_per_execution(aws_env):
 
 def _package(status: str, version: int = 3, model: str = MODEL) -> dict:
     return {"ModelPackageArn": f"arn:aws:sagemaker:us-east-1:123456789012:model-package/"
-                               f"storyboard-nova-canvas/{version}",
-            "ModelPackageGroupName": "storyboard-nova-canvas", "ModelPackageVersion": version,
+                               f"storyboard-characters/{version}",
+            "ModelPackageGroupName": "storyboard-characters", "ModelPackageVersion": version,
             "ModelApprovalStatus": status, "CustomerMetadataProperties": {"CustomModelArn": model}}
 
 
@@ -270,7 +270,7 @@ def test_approval_creates_repoints_and_cleans_up(aws_env):
     throughputs = BedrockProvisionedThroughputs(bedrock)
     default = ProvisionedThroughputConfig()
     name = throughput_name(_package("Approved"), default)
-    assert name == "storyboard-nova-canvas-v3"
+    assert name == "storyboard-characters-v3"
     create = throughput_request(name, MODEL, _package("Approved")["ModelPackageArn"], default)
     assert request_problems("bedrock", "CreateProvisionedModelThroughput", create) == []
     assert create["modelUnits"] == 1 and "commitmentDuration" not in create
