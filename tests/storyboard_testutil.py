@@ -15,3 +15,28 @@ def characters_dir(tmp: Path, media: Path, *names: str) -> Path:
     for name in names:
         shutil.copytree(media / "references" / name, root / name)
     return root
+
+
+def write_random_lora(base: Path, folder: Path, seed: int = 0, rank: int = 4) -> Path:
+    """Save nonzero random LoRA weights (diffusers format) for the UNet of the diffusers model ``base`` into
+    ``folder`` (``pytorch_lora_weights.safetensors``), as a trained adapter would be saved; return ``folder``.
+
+    A freshly initialised LoRA is zero in its up projection and changes nothing; random weights make base and
+    base + LoRA differ, which is what the generation and serving tests need.
+    """
+    import torch
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(str(base), subfolder="unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=state)
+    return folder

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from storyboard_testutil import MEDIA
+from storyboard_testutil import MEDIA, write_random_lora
 
 from evaluation.config import EvaluationConfig
 from evaluation.diffusers_generator import STAND_IN_WARNING, DiffusersGenerator, image_generators, training_summary
@@ -46,22 +46,7 @@ def tiny_base(tmp_path_factory) -> Path:
 def lora_archive(tmp_path_factory, tiny_base) -> Path:
     """``model.tar.gz`` as the training job leaves it: nonzero random LoRA weights (diffusers format) on the
     UNet attention projections, training_log.jsonl, training_config.json and a README."""
-    import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    folder = tmp_path_factory.mktemp("artifact") / "model"
-    unet = UNet2DConditionModel.from_pretrained(str(tiny_base), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in unet.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=state)
+    folder = write_random_lora(tiny_base, tmp_path_factory.mktemp("artifact") / "model", seed=0)
     (folder / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRAINING_LOG))
     (folder / "training_config.json").write_text(json.dumps(
         {"hyperparameters": {"max_train_steps": 12}, "base_model": {"stand_in": True}}))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from storyboard_testutil import write_random_lora
 
 from containers.inference import inference as handler
 from steps.errors import InputError
@@ -21,26 +22,11 @@ from steps.errors import InputError
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory) -> tuple[Path, Path]:
     """``(base folder, /opt/ml/model)``: the stand-in base and an extracted LoRA artifact trained at 64 px."""
-    import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
     from steps.lora.model import build_tiny_sdxl
 
     root = tmp_path_factory.mktemp("endpoint")
     base = build_tiny_sdxl(root / "base_model", seed=0)
-    unet = UNet2DConditionModel.from_pretrained(str(base), subfolder="unet")
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, param in unet.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
-    model_dir = root / "model"
-    StableDiffusionXLPipeline.save_lora_weights(
-        str(model_dir), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)))
+    model_dir = write_random_lora(base, root / "model", seed=1)
     (model_dir / "training_config.json").write_text(json.dumps({"hyperparameters": {"resolution": "64"}}))
     return base, model_dir
 
