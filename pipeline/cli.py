@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="storyboard",
-        description="From an animated film to an approved, fine-tuned image model (a LoRA on Stable Diffusion XL, or a Bedrock image model).",
+        description="From an animated film to an approved, fine-tuned image model (a LoRA on Stable Diffusion XL, "
+                    "or a Bedrock image model).",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
