@@ -79,10 +79,13 @@ def model_card(settings: LoraSettings, base: BaseModelInfo, dataset: Mapping[str
                    "machinery, not the quality: its images are noise and its figures say nothing about "
                    "a real fine-tune.\n")
     hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in settings.to_json().items())
+    # The Hub's base_model field wants a model ID: the configured base_model_id names the real base (the
+    # channel's folder name is always "base_model"); the stand-in has none.
+    name = "none (random-weight stand-in)" if base.stand_in else (settings.base_model_id or base.path.name)
+    front_base = "" if base.stand_in else f"base_model: {name}\n"
     return f"""---
 library_name: diffusers
-base_model: {base.path.name}
-license: {'other' if base.stand_in else 'openrail++'}
+{front_base}license: {'other' if base.stand_in else 'openrail++'}
 tags: [stable-diffusion-xl, lora, text-to-image, storyboard]
 ---
 
@@ -91,8 +94,8 @@ tags: [stable-diffusion-xl, lora, text-to-image, storyboard]
 A LoRA adapter (rank {settings.lora_rank}) on the UNet attention projections (`to_k`, `to_q`, `to_v`,
 `to_out.0`) of {base.description}. The text encoders are frozen.
 
-- Base model: `{base.path}` ({base.class_name}); licence: {base.license}. The adapter inherits the base
-  model's licence terms.
+- Base model: {name} (`{base.path}`, {base.class_name}); licence: {base.license}. The adapter inherits the
+  base model's licence terms: a CreativeML Open RAIL++-M base passes its use-based restrictions on to it.
 - Data: {dataset.get('records', 0)} image-caption records from `{dataset.get('manifest', '?')}`; characters:
   {characters}; captions truncated to 77 CLIP tokens: {dataset.get('truncated_captions', 0)}.
 - Training: {result.get('steps', 0)} steps at {settings.resolution} px, final loss {loss_text}
