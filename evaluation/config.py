@@ -178,10 +178,12 @@ class EvaluationConfig(StrictModel):
     ``prompt_templates`` rendered with ``{name}`` (the character's caption name) and ``{description}``.
     Each prompt is generated once per seed in ``seeds``, ``images_per_prompt`` images per request.
 
-    Gate: the Condition step (CheckQuality) passes a fine-tuned model whose character similarity
-    (``metrics.character_similarity.finetuned.mean`` in ``evaluation.json``) is at least
-    ``min_character_similarity`` and whose improvement over the base model
-    (``metrics.character_similarity.improvement``) is at least ``min_improvement``. Similarity scales
+    Gate (DESIGN.md §7): the Evaluate step passes a fine-tuned model only when every criterion was measured and
+    met: character similarity (``metrics.character_similarity.finetuned.mean`` in ``evaluation.json``) at least
+    ``min_character_similarity``, improvement over the base model (``metrics.character_similarity.improvement``)
+    at least ``min_improvement``, and near-copy rate of the training crops at most ``max_near_copy_rate``; a
+    missing figure makes it inconclusive. It writes ``gate.status`` (``passed`` | ``failed`` | ``inconclusive``),
+    which is all the Condition step (CheckQuality) reads. Similarity scales
     differ by embedding backend (the local descriptor puts real crops of the right character at about
     0.7 to 0.87 and other characters at about 0.56 to 0.69; see the calibration band in the report), so
     set the threshold for the backend in use.
@@ -233,6 +235,15 @@ class EvaluationConfig(StrictModel):
         0.02, ge=-2.0, le=2.0,
         description="Gate: lowest acceptable fine-tuned minus base character similarity (DreamBooth reports "
                     "DINO differences of about 0.1 as significant to users).")
+    max_near_copy_rate: float = Field(
+        0.2, ge=0.0, le=1.0,
+        description="Gate: highest acceptable share of fine-tuned images that are near-copies of a training crop "
+                    "(similarity at or above memorisation_threshold); needs the training crops, else the gate is "
+                    "inconclusive.")
+    min_images_per_character: int = Field(
+        8, ge=2, le=10_000,
+        description="Images per character below which a character's bootstrap intervals are flagged (few_images): "
+                    "a percentile interval over a handful of images has only a few possible means.")
     thumbnail_px: int = Field(256, ge=64, le=1024, description="Longer side of the report's image thumbnails.")
     max_images_per_character_in_report: int = Field(
         12, ge=1, le=200, description="Image pairs shown per character in report.html (all are scored).")

@@ -7,15 +7,18 @@ Inputs (folder layouts):
   :func:`evaluation.generation.generate_prompt_set`), where present, gives each image's prompt and the
   per-prompt outcomes (blocked prompts and outputs);
 - the base model's images, same layout (optional);
-- references: ``REFERENCES/<character>/*``;
+- references: ``REFERENCES/<character>/*`` image files (a character defined only by ``references.yaml`` frame
+  regions is resolved first: ``storyboard evaluate --video``, or the dataset's ``references/`` that ExtractFrames
+  wrote); folders that are no character (``dropped/``, names starting with ``.`` or ``_``) are skipped with a
+  warning;
 - training crops (optional, for memorisation): ``TRAINING/crops.jsonl`` from the data preparation
   (kept rows, ``path`` relative to ``TRAINING``), or ``TRAINING/<character>/*``, or a flat folder;
 - held-out real crops (optional, for calibration): ``CALIBRATION/<character>/*`` plus
   ``CALIBRATION/_background/*`` (windows with no character).
 
 Outputs, written atomically to ``OUT``: ``evaluation.json`` (schema:
-``evaluation/schemas/evaluation.schema.json``; the Condition step reads
-``metrics.character_similarity.finetuned.mean`` and ``metrics.character_similarity.improvement``),
+``evaluation/schemas/evaluation.schema.json``; the Condition step reads only ``gate.status``, and the Fail
+step the ``gate.summary`` sentence, both always present),
 ``report.html`` (self-contained: images and the charts are embedded) and, when a training log is given,
 ``loss_curve.png``. The ``model`` block of ``evaluation.json`` describes the evaluated model where the caller
 knows it (:func:`evaluation.diffusers_generator.describe_model`); a random-weight stand-in base puts a
@@ -26,6 +29,17 @@ references; the floor is the similarity of other characters' crops and of backgr
 Without held-out crops the training crops (when their character is known) stand in; without either, the
 references themselves (each against the others: leave-one-out) give the ceiling and the other
 characters' references the floor.
+
+The gate (DESIGN.md §7, :func:`decide_gate`) passes only when every criterion it is configured with was measured
+and met: the fine-tuned character similarity at least ``min_character_similarity``, its improvement over the
+base model at least ``min_improvement``, and the near-copy rate (share of fine-tuned images whose similarity to
+some training crop reaches ``memorisation_threshold``) at most ``max_near_copy_rate``. A criterion that could not
+be measured (no base images, no training crops) makes the gate ``inconclusive``, never ``passed``.
+
+Differences between the models use a paired bootstrap where base and fine-tuned images share file names (the
+same character, prompt, seed and image index): :func:`evaluation.metrics.paired_difference`. Estimates from fewer
+than ``min_images_per_character`` values per character carry ``few_images: true`` (a percentile interval over
+a handful of values has only a few possible means).
 """
 
 from __future__ import annotations
@@ -61,7 +75,10 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "evaluation.schema.json"
 BACKGROUND_FOLDER = "_background"
-MIN_IMAGES_PER_CHARACTER = 2
+MIN_IMAGES_PER_CHARACTER = 2  # hard floor: no mean or interval below it
+NOT_CHARACTER_FOLDERS = frozenset({"dropped"})  # ExtractFrames' crops/dropped/ (crops the filters rejected)
+REFERENCES_YAML = "references.yaml"
+GATE_STATUSES = ("passed", "failed", "inconclusive")
 MODELS = ("finetuned", "base")
 FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOSS_CURVE = "loss_curve.png"
@@ -90,7 +107,8 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
     "memorisation": {
         "higher_is_better": False,
         "description": "Mean over images of the highest cosine similarity to any training crop; a high value "
-                       "means near-copies of the training data. Needs --training-crops.",
+                       "means near-copies of the training data. near_copy_rate: share of images at or above the "
+                       "threshold (the gate's memorisation criterion). Needs --training-crops.",
     },
 }
 
@@ -112,7 +130,8 @@ class EvaluationResult:
     Attributes:
         evaluation: the ``evaluation.json`` document (valid against the schema).
         evaluation_path, report_path: the written files.
-        passed: the gate's verdict (``evaluation["gate"]["passed"]``).
+        passed: whether the gate passed (``evaluation["gate"]["status"] == "passed"``).
+        status: the gate's status: ``passed``, ``failed`` or ``inconclusive``.
     """
 
     evaluation: dict[str, Any]
@@ -120,6 +139,7 @@ class EvaluationResult:
     report_path: Path
     passed: bool
     warnings: list[str] = field(default_factory=list)
+    status: str = "failed"
 
 
 # --- inputs ----------------------------------------------------------------------------------------
@@ -130,12 +150,23 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
+def _skip_reason(name: str) -> str | None:
+    """Why a sub-folder named ``name`` is no character folder, or ``None`` when it may be one."""
+    if name.startswith((".", "_")):
+        return "names starting with '.' or '_' are not characters"
+    if name in NOT_CHARACTER_FOLDERS:
+        return "ExtractFrames' rejected crops, not a character"
+    return None
+
+
 def scan_character_folders(root: str | Path | None, what: str, option: str, *,
                            min_images: int = 1, allow_background: bool = False,
-                           generation: dict[str, Any] | None = None) -> dict[str, list[ImageItem]]:
+                           generation: dict[str, Any] | None = None,
+                           warnings: list[str] | None = None) -> dict[str, list[ImageItem]]:
     """Images of ``root/<character>/`` for every character folder, in sorted order.
 
-    Folders whose names start with ``.`` or ``_`` are skipped (except ``_background`` where allowed).
+    Folders that are no character (names starting with ``.`` or ``_`` except ``_background`` where allowed,
+    ``dropped/``) are skipped with a warning appended to ``warnings``.
 
     Args:
         root: the folder; ``what`` and ``option`` name it in messages (``"images"``, ``"--images"``).
@@ -146,7 +177,8 @@ def scan_character_folders(root: str | Path | None, what: str, option: str, *,
 
     Raises:
         InputError: ``root`` is missing or holds no character folder with images; a folder name is not
-            a character name; a character has fewer than ``min_images`` images.
+            a character name; a character has fewer than ``min_images`` images; a references folder holds
+            only ``references.yaml`` (frame regions, which need the video: the message says how to resolve them).
     """
     if root is None:
         raise InputError(f"{option} is required")
@@ -155,17 +187,28 @@ def scan_character_folders(root: str | Path | None, what: str, option: str, *,
         raise InputError(f"{what} folder {root} ({option}) does not exist; give a folder with one sub-folder "
                          "of images per character (DIR/<character>/*.png)")
     result: dict[str, list[ImageItem]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         name = folder.name
         if name == BACKGROUND_FOLDER and allow_background:
             result[name] = [ImageItem(p, f"{name}/{p.name}", None) for p in _image_files(folder)]
             continue
-        if name.startswith("_"):
-            continue  # e.g. _background outside calibration, __MACOSX
+        skip = _skip_reason(name)
+        if skip:
+            message = f"{what}: skipped folder {folder} ({skip})"
+            log.warning(message)
+            if warnings is not None:
+                warnings.append(message)
+            continue
         if not FOLDER_NAME.match(name):
             raise InputError(f"{what} folder {folder} ({option}) is not a character name (lower-case letters, "
                              "digits, '_' or '-'); rename it to the character's name from pipeline.yaml")
         files = _image_files(folder)
+        if not files and (folder / REFERENCES_YAML).is_file():
+            raise InputError(
+                f"{what} folder {folder} ({option}) defines {name!r} only by {REFERENCES_YAML} (regions of video "
+                "frames), which this command cannot crop without the video: run `storyboard evaluate --video "
+                "VIDEO` (the regions are resolved with steps.references.load_references), or pass the dataset's "
+                "resolved references (<dataset>/references/, written by ExtractFrames) as --references")
         if len(files) < min_images:
             blocked = ""
             if generation:
@@ -187,11 +230,13 @@ def scan_character_folders(root: str | Path | None, what: str, option: str, *,
     return result
 
 
-def scan_training_crops(root: str | Path) -> list[ImageItem]:
+def scan_training_crops(root: str | Path, warnings: list[str] | None = None) -> list[ImageItem]:
     """Training crops for memorisation and (where their character is known) calibration.
 
     Layouts, tried in order: ``root/crops.jsonl`` (kept rows; ``path`` relative to ``root``),
-    ``root/<character>/*``, or images directly in ``root`` (character unknown).
+    ``root/<character>/*``, or images directly in ``root`` (character unknown). In the folder layouts,
+    folders that are no character (``dropped/``: the crops ExtractFrames rejected; names starting with ``.``
+    or ``_``) are skipped with a warning.
 
     Raises:
         InputError: ``root`` is missing, a manifest row points to a missing file, or no image is found.
@@ -214,7 +259,14 @@ def scan_training_crops(root: str | Path) -> list[ImageItem]:
                 raise InputError(f"{manifest}: crop {row.get('crop_id')} points to {path}, which does not exist")
             items.append(ImageItem(path, str(row["path"]), row.get("character")))
     else:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            skip = _skip_reason(folder.name)
+            if skip:
+                message = f"training crops: skipped folder {folder} ({skip})"
+                log.warning(message)
+                if warnings is not None:
+                    warnings.append(message)
+                continue
             character = folder.name if FOLDER_NAME.match(folder.name) else None
             items += [ImageItem(p, f"{folder.name}/{p.name}", character) for p in _image_files(folder)]
         items += [ImageItem(p, p.name, None) for p in _image_files(root)]
@@ -279,26 +331,66 @@ def _groups(values: np.ndarray, characters: Sequence[str]) -> dict[str, np.ndarr
     return {k: np.asarray(v) for k, v in out.items()}
 
 
-class _Stats:
-    """Bootstrap bookkeeping: one generator, shared settings."""
+def _keyed(keys: Sequence[Any], characters: Sequence[str]) -> dict[str, list[Any]]:
+    """Pair keys grouped like :func:`_groups` groups the values (same order)."""
+    out: dict[str, list[Any]] = {}
+    for key, character in zip(keys, characters, strict=True):
+        out.setdefault(character, []).append(key)
+    return out
 
-    def __init__(self, samples: int, confidence: float, seed: int) -> None:
+
+class _Stats:
+    """Bootstrap bookkeeping: one generator, shared settings, the image count below which intervals are flagged."""
+
+    def __init__(self, samples: int, confidence: float, seed: int, min_images: int = 1) -> None:
         self.samples = samples
         self.confidence = confidence
+        self.min_images = min_images
         self.rng = np.random.default_rng(seed)
 
     def summary(self, groups: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], np.ndarray] | None:
+        """``({mean, ci_low, ci_high, n, few_images, per_character}, distribution)`` or ``None`` when empty.
+
+        ``few_images`` is true for a character with fewer than ``min_images`` values, and overall when any
+        character is flagged."""
         groups = {k: v for k, v in groups.items() if len(v)}
         if not groups:
             return None
         overall, dist = M.estimate(groups, self.samples, self.confidence, self.rng)
-        per = {k: M.estimate({k: v}, self.samples, self.confidence, self.rng)[0].to_json()
+        per = {k: {**M.estimate({k: v}, self.samples, self.confidence, self.rng)[0].to_json(),
+                   "few_images": bool(len(v) < self.min_images)}
                for k, v in sorted(groups.items())}
-        return {**overall.to_json(), "per_character": per}, dist
+        return {**overall.to_json(), "few_images": any(e["few_images"] for e in per.values()),
+                "per_character": per}, dist
+
+
+def _matched_pairs(groups: Mapping[str, Mapping[str, np.ndarray] | None],
+                   keys: Mapping[str, Mapping[str, list[Any]]] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """character -> (fine-tuned values, base values) of the keys both models have (at least 2 per character)."""
+    fin, base = groups.get("finetuned"), groups.get("base")
+    if not keys or fin is None or base is None or "finetuned" not in keys or "base" not in keys:
+        return {}
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for character, values in fin.items():
+        if character not in base:
+            continue
+        partner = dict(zip(keys["base"].get(character, []), base[character], strict=True))
+        matched = [(v, partner[k]) for k, v in zip(keys["finetuned"][character], values, strict=True) if k in partner]
+        if len(matched) >= 2:
+            out[character] = (np.array([a for a, _ in matched]), np.array([b for _, b in matched]))
+    return out
 
 
 def _metric_entry(name: str, stats: _Stats, groups: Mapping[str, Mapping[str, np.ndarray] | None],
-                  extra: Mapping[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                  extra: Mapping[str, dict[str, Any]] | None = None,
+                  keys: Mapping[str, Mapping[str, list[Any]]] | None = None) -> dict[str, Any]:
+    """One metric's entry of ``evaluation.json``: both models' summaries and the difference between them.
+
+    The difference's interval is paired (:func:`evaluation.metrics.paired_difference`) when every character
+    both models have holds at least 2 values with the same key in both (``keys``: model -> character -> key
+    of each value: the image's path, same file name in both folders), else the difference of two independent
+    bootstraps. ``difference_method`` says which and ``pairs`` how many pairs were used.
+    """
     info = METRIC_INFO[name]
     entry: dict[str, Any] = {"description": info["description"], "higher_is_better": info["higher_is_better"]}
     dists: dict[str, Any] = {}
@@ -312,11 +404,19 @@ def _metric_entry(name: str, stats: _Stats, groups: Mapping[str, Mapping[str, np
         if extra and model in extra:
             entry[model].update(extra[model])
     entry.update({"difference": None, "difference_ci_low": None, "difference_ci_high": None,
-                  "improvement": None, "improvement_ci_low": None, "improvement_ci_high": None})
+                  "improvement": None, "improvement_ci_low": None, "improvement_ci_high": None,
+                  "difference_method": None, "pairs": None})
     if entry["finetuned"] is not None and entry["base"] is not None:
-        fin = M.Estimate(entry["finetuned"]["mean"], 0, 0, entry["finetuned"]["n"])
-        base = M.Estimate(entry["base"]["mean"], 0, 0, entry["base"]["n"])
-        diff = M.difference((fin, dists["finetuned"]), (base, dists["base"]), stats.confidence)
+        pairs = _matched_pairs(groups, keys)
+        common = set(groups["finetuned"] or {}) & set(groups["base"] or {})  # type: ignore[arg-type]
+        if pairs and set(pairs) == common:
+            diff, _ = M.paired_difference(pairs, stats.samples, stats.confidence, stats.rng)
+            entry.update({"difference_method": "paired", "pairs": int(sum(len(a) for a, _ in pairs.values()))})
+        else:
+            fin = M.Estimate(entry["finetuned"]["mean"], 0, 0, entry["finetuned"]["n"])
+            base = M.Estimate(entry["base"]["mean"], 0, 0, entry["base"]["n"])
+            diff = M.difference((fin, dists["finetuned"]), (base, dists["base"]), stats.confidence)
+            entry["difference_method"] = "unpaired"
         sign = 1.0 if info["higher_is_better"] else -1.0
         low, high = sorted((sign * diff.ci_low, sign * diff.ci_high))
         entry.update({"difference": round(diff.mean, 6), "difference_ci_low": round(diff.ci_low, 6),
@@ -426,6 +526,69 @@ def _model_block(model: Mapping[str, Any] | None, training_log: Sequence[Mapping
     return block
 
 
+# --- the gate -----------------------------------------------------------------------------------------
+
+
+def _criterion(name: str, label: str, value: float | None, threshold: float, comparison: str, fmt: str,
+               missing: str, detail: str = "", per_character: Mapping[str, float] | None = None) -> dict[str, Any]:
+    limit = "minimum" if comparison == ">=" else "maximum"
+    if value is None:
+        verdict, sentence = "not_measured", f"{label} was not measured ({missing}; {limit} {threshold:{fmt}})"
+    else:
+        met = value >= threshold if comparison == ">=" else value <= threshold
+        verdict = "met" if met else "not_met"
+        sentence = (f"{label} {value:{fmt}}{detail} is {'within' if met else 'beyond'} the {limit} {threshold:{fmt}}"
+                    if comparison == "<=" else
+                    f"{label} {value:{fmt}}{detail} is {'at or above' if met else 'below'} the {limit} "
+                    f"{threshold:{fmt}}")
+    return {"name": name, "label": label, "value": None if value is None else round(float(value), 6),
+            "threshold": float(threshold), "comparison": comparison, "verdict": verdict, "sentence": sentence,
+            "per_character": None if per_character is None else {k: round(float(v), 6)
+                                                                 for k, v in sorted(per_character.items())}}
+
+
+def decide_gate(*, character_similarity: float | None, improvement: float | None, base_similarity: float | None,
+                near_copy_rate: float | None, min_character_similarity: float, min_improvement: float,
+                max_near_copy_rate: float, near_copy_rate_per_character: Mapping[str, float] | None = None
+                ) -> dict[str, Any]:
+    """The quality gate's decision (DESIGN.md §7): every configured criterion measured and met, or not.
+
+    Criteria: the fine-tuned model's character similarity (macro mean cosine, [-1, 1]) at least
+    ``min_character_similarity``; its improvement over the base model (fine-tuned minus base, [-2, 2]) at least
+    ``min_improvement``; the near-copy rate (share of fine-tuned images whose highest similarity to a training
+    crop reaches ``memorisation_threshold``, [0, 1]; DreamBooth's concern that a fine-tune reproduces its
+    training images) at most ``max_near_copy_rate``. A figure given as ``None`` was not measured.
+
+    Returns:
+        The ``gate`` block of ``evaluation.json``: ``status`` (``failed`` when a measured criterion is not met,
+        else ``inconclusive`` when one was not measured, else ``passed``), ``passed`` (status is ``passed``),
+        ``summary`` (one sentence with every figure and threshold, always a string: the Fail step's message),
+        ``reasons`` (a plain sentence per criterion not met or not measured), ``criteria`` (each with
+        ``value``, ``threshold``, ``comparison`` and ``verdict``: ``met`` | ``not_met`` | ``not_measured``) and
+        the three thresholds.
+    """
+    base = f" (base model {base_similarity:.3f})" if base_similarity is not None else ""
+    criteria = [
+        _criterion("character_similarity", "fine-tuned character similarity", character_similarity,
+                   min_character_similarity, ">=", ".3f", "no fine-tuned image was scored"),
+        _criterion("improvement_over_base", "improvement over the base model", improvement, min_improvement, ">=",
+                   "+.3f", "no base model images: give --baseline-images (pipeline: DIR/base/<character>/ or the "
+                   "base model generated in the Evaluate step)", detail=base),
+        _criterion("near_copy_rate", "near-copy rate of the training crops", near_copy_rate, max_near_copy_rate,
+                   "<=", ".3f", "no training crops: give --training-crops (pipeline: the dataset's crops.jsonl)",
+                   per_character=near_copy_rate_per_character),
+    ]
+    verdicts = [c["verdict"] for c in criteria]
+    status = "failed" if "not_met" in verdicts else ("inconclusive" if "not_measured" in verdicts else "passed")
+    reasons = [c["sentence"] for c in criteria if c["verdict"] != "met"]
+    lead = {"passed": "Quality gate passed", "failed": "Quality gate failed",
+            "inconclusive": "Quality gate inconclusive (a figure it needs is missing, so nothing is registered)"}
+    summary = f"{lead[status]}: " + "; ".join(c["sentence"] for c in criteria) + "."
+    return {"status": status, "passed": status == "passed", "summary": summary, "reasons": reasons,
+            "criteria": criteria, "min_character_similarity": float(min_character_similarity),
+            "min_improvement": float(min_improvement), "max_near_copy_rate": float(max_near_copy_rate)}
+
+
 # --- orchestration ----------------------------------------------------------------------------------
 
 
@@ -456,10 +619,13 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
     Returns:
         :class:`EvaluationResult`.
 
+    The gate's thresholds are ``config.evaluation``'s ``min_character_similarity``, ``min_improvement`` and
+    ``max_near_copy_rate`` (the pipeline passes its parameters in through the configuration).
+
     Raises:
-        InputError: a missing or empty folder, a character with no references, fewer than 2 images for a
-            character, an unreadable image, or mismatched embedding dimensions. All folder checks run
-            before any image is embedded.
+        InputError: a missing or empty folder, a character with no references (or only ``references.yaml``),
+            fewer than 2 images for a character, an unreadable image, or mismatched embedding dimensions.
+            All folder checks run before any image is embedded.
     """
     from pipeline.config import StoryboardConfig
 
@@ -469,16 +635,17 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
     warnings: list[str] = []
 
     # 1. Folders and layouts, before any expensive work.
-    references = scan_character_folders(references_dir, "references", "--references")
+    references = scan_character_folders(references_dir, "references", "--references", warnings=warnings)
     generations = {"finetuned": read_generation_log(images_dir) if Path(images_dir).is_dir() else None,
                    "base": read_generation_log(baseline_dir) if baseline_dir and Path(baseline_dir).is_dir()
                    else None}
     sets = {"finetuned": scan_character_folders(images_dir, "images", "--images",
                                                 min_images=MIN_IMAGES_PER_CHARACTER,
-                                                generation=generations["finetuned"])}
+                                                generation=generations["finetuned"], warnings=warnings)}
     if baseline_dir is not None:
         sets["base"] = scan_character_folders(baseline_dir, "baseline images", "--baseline-images",
-                                              min_images=MIN_IMAGES_PER_CHARACTER, generation=generations["base"])
+                                              min_images=MIN_IMAGES_PER_CHARACTER, generation=generations["base"],
+                                              warnings=warnings)
     names = sorted(references)
     for model, folders in sets.items():
         option = "--images" if model == "finetuned" else "--baseline-images"
@@ -491,11 +658,11 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
     if "base" in sets and sorted(sets["base"]) != characters:
         warnings.append(f"base images cover {sorted(sets['base'])}, fine-tuned images cover {characters}; "
                         "the comparison is over different characters")
-    training = scan_training_crops(training_crops_dir) if training_crops_dir is not None else None
+    training = scan_training_crops(training_crops_dir, warnings) if training_crops_dir is not None else None
     calibration = None
     if calibration_dir is not None:
         cal_folders = scan_character_folders(calibration_dir, "calibration crops", "--calibration-crops",
-                                             allow_background=True)
+                                             allow_background=True, warnings=warnings)
         calibration = [item for items in cal_folders.values() for item in items]
         unknown = sorted({i.character for i in calibration if i.character and i.character not in references})
         if unknown:
@@ -529,10 +696,12 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
             prompts=_prompt_texts(items, generations[model], config))
 
     # 3. Metrics.
-    stats = _Stats(settings.bootstrap_samples, settings.confidence_level, settings.random_seed)
+    stats = _Stats(settings.bootstrap_samples, settings.confidence_level, settings.random_seed,
+                   settings.min_images_per_character)
     col = {n: j for j, n in enumerate(names)}
     per_image: dict[str, dict[str, np.ndarray | list]] = {}
     groups: dict[str, dict[str, dict[str, np.ndarray] | None]] = {k: {} for k in METRIC_INFO}
+    keys: dict[str, dict[str, dict[str, list[Any]]]] = {k: {} for k in METRIC_INFO}  # pairing keys
     extra_memo: dict[str, dict[str, Any]] = {}
     separation: dict[str, float | None] = {m: None for m in MODELS}
     if len(names) < 2:
@@ -552,15 +721,22 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         memo = (M.max_similarity(d.embeddings, training_emb) if training_emb is not None and len(training_emb)
                 else np.full(len(intended), np.nan))
         per_image[model] = {"own": own, "predicted": predicted, "fidelity": fidelity, "memo": memo}
+        rels = [item.rel for item in d.items]  # same file name in both folders: same character, prompt, seed, image
+        for metric in ("character_similarity", "identity_accuracy", "memorisation"):
+            keys[metric][model] = _keyed(rels, intended)
         groups["character_similarity"][model] = _groups(own, intended)
         groups["identity_accuracy"][model] = _groups(correct, intended) if len(names) >= 2 else None
         ok = ~np.isnan(fidelity)
-        groups["prompt_fidelity"][model] = (_groups(fidelity[ok], [c for c, k in zip(intended, ok, strict=True)
-                                                                   if k]) if ok.any() else None)
+        kept = [c for c, k in zip(intended, ok, strict=True) if k]
+        groups["prompt_fidelity"][model] = _groups(fidelity[ok], kept) if ok.any() else None
+        keys["prompt_fidelity"][model] = _keyed([r for r, k in zip(rels, ok, strict=True) if k], kept)
         if training_emb is not None:
             groups["memorisation"][model] = _groups(memo, intended)
-            extra_memo[model] = {"near_copy_rate": round(float(np.mean(memo >= settings.memorisation_threshold)), 6),
-                                 "threshold": settings.memorisation_threshold}
+            near = memo >= settings.memorisation_threshold
+            extra_memo[model] = {
+                "near_copy_rate": round(float(np.mean(near)), 6), "threshold": settings.memorisation_threshold,
+                "near_copy_rate_per_character": {c: round(float(np.mean(v)), 6)
+                                                 for c, v in sorted(_groups(near, intended).items())}}
         else:
             groups["memorisation"][model] = None
         diversity: dict[str, list[float]] = {}
@@ -568,19 +744,31 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         for i, item in enumerate(d.items):
             key = (item.character, item.meta["prompt_index"] if item.meta else None)
             by_prompt.setdefault(key, []).append(i)
-        for (character, _), idx in by_prompt.items():
+        prompt_keys: dict[str, list[Any]] = {}
+        for (character, prompt_index), idx in by_prompt.items():
             if len(idx) >= 2:
                 diversity.setdefault(character, []).append(M.pairwise_diversity(d.embeddings[idx]))
+                prompt_keys.setdefault(character, []).append(prompt_index)
         groups["diversity"][model] = {k: np.asarray(v) for k, v in diversity.items()} or None
+        keys["diversity"][model] = prompt_keys
         separation[model] = M.separation_auc(d.similarity, intended, names)
     if text_embedder is None:
         warnings.append(f"prompt fidelity needs an encoder of texts and images ({embedder.name} embeds images "
                         "only); use embeddings.backend: titan")
     if training_emb is None:
-        warnings.append("memorisation needs --training-crops")
+        warnings.append("memorisation needs --training-crops: the near-copy rate is not measured, so the gate is "
+                        "inconclusive")
 
-    metric_entries = {name: _metric_entry(name, stats, groups[name], extra_memo if name == "memorisation" else None)
+    metric_entries = {name: _metric_entry(name, stats, groups[name], extra_memo if name == "memorisation" else None,
+                                          keys[name])
                       for name in METRIC_INFO}
+    few = {m: sorted(c for c, e in (metric_entries["character_similarity"][m] or {}).get("per_character", {}).items()
+                     if e["few_images"]) for m in MODELS}
+    for model, characters_few in few.items():
+        if characters_few:
+            warnings.append(f"{model} images: {characters_few} have fewer than {settings.min_images_per_character} "
+                            "images each (evaluation.min_images_per_character); their intervals are flagged "
+                            "(few_images) and rest on too few values to trust")
     cal_source = "held-out real crops" if calibration else None
     cal_items, cal_e = calibration, cal_emb
     if calibration is None and training is not None and any(i.character in references for i in training):
@@ -594,17 +782,19 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         if cs[model] is not None:
             cs[model]["calibrated"] = _calibrated(cs[model]["mean"], calibration_out)
 
-    # 4. Gate.
-    reasons: list[str] = []
+    # 4. Gate: every configured criterion measured and met (DESIGN §7).
     fin_mean = cs["finetuned"]["mean"]
-    if fin_mean < settings.min_character_similarity:
-        reasons.append(f"fine-tuned character similarity {fin_mean:.3f} is below min_character_similarity "
-                       f"{settings.min_character_similarity:.3f}")
-    if cs["improvement"] is not None and cs["improvement"] < settings.min_improvement:
-        reasons.append(f"improvement over the base model {cs['improvement']:+.3f} is below min_improvement "
-                       f"{settings.min_improvement:+.3f}")
+    memo_fin = metric_entries["memorisation"]["finetuned"]
+    gate = decide_gate(
+        character_similarity=fin_mean, improvement=cs["improvement"],
+        base_similarity=cs["base"]["mean"] if cs["base"] else None,
+        near_copy_rate=memo_fin["near_copy_rate"] if memo_fin else None,
+        near_copy_rate_per_character=memo_fin["near_copy_rate_per_character"] if memo_fin else None,
+        min_character_similarity=settings.min_character_similarity, min_improvement=settings.min_improvement,
+        max_near_copy_rate=settings.max_near_copy_rate)
     if cs["improvement"] is None:
-        warnings.append("no --baseline-images: the improvement over the base model is not measured")
+        warnings.append("no --baseline-images: the improvement over the base model is not measured, so the gate "
+                        "is inconclusive")
     model_block = _model_block(evaluated_model, training_log, warnings)
 
     images_json: list[dict[str, Any]] = []
@@ -645,12 +835,12 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         },
         "settings": {"bootstrap_samples": settings.bootstrap_samples,
                      "confidence_level": settings.confidence_level, "random_seed": settings.random_seed,
-                     "memorisation_threshold": settings.memorisation_threshold},
+                     "memorisation_threshold": settings.memorisation_threshold,
+                     "min_images_per_character": settings.min_images_per_character},
         "metrics": metric_entries,
         "separation_auc": {m: (None if separation[m] is None else round(separation[m], 6)) for m in MODELS},
         "calibration": calibration_out,
-        "gate": {"passed": not reasons, "min_character_similarity": settings.min_character_similarity,
-                 "min_improvement": settings.min_improvement, "reasons": reasons},
+        "gate": gate,
         "images": images_json,
         "warnings": warnings,
         "model": model_block,
@@ -668,10 +858,10 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
                          image_roots={m: d.root for m, d in data.items()}, settings=settings, loss_curve=curve)
     evaluation_path = write_json(out_dir / "evaluation.json", evaluation)
     report_path = write_text(out_dir / "report.html", html)
-    log.info("evaluation: character similarity %.3f (fine-tuned)%s; gate %s; wrote %s and %s", fin_mean,
-             "" if cs["base"] is None else f" vs {cs['base']['mean']:.3f} (base)",
-             "passed" if not reasons else "failed", evaluation_path, report_path)
-    return EvaluationResult(evaluation, evaluation_path, report_path, not reasons, warnings)
+    log.info("evaluation: character similarity %.3f (fine-tuned)%s; %s; wrote %s and %s", fin_mean,
+             "" if cs["base"] is None else f" vs {cs['base']['mean']:.3f} (base)", gate["summary"],
+             evaluation_path, report_path)
+    return EvaluationResult(evaluation, evaluation_path, report_path, gate["passed"], warnings, gate["status"])
 
 
 def load_schema() -> dict[str, Any]:

@@ -18,11 +18,12 @@ Backends:
 
 Answers that are not failures of the run (recorded per prompt, never raised):
 
-- a blocked prompt: ``InvokeModel`` raises ``ValidationException`` (content filter on the input);
+- a blocked prompt: ``InvokeModel`` raises ``ValidationException`` whose message is the content filter's;
 - a blocked output: HTTP 200 with an ``error`` field and fewer images than requested;
 - throttling and transient service errors that persist after ``max_attempts`` tries.
 
-Access and model errors (``AccessDeniedException``, ``ResourceNotFoundException``) stop the run with a
+Access and model errors (``AccessDeniedException``, ``ResourceNotFoundException``, and a ``ValidationException``
+whose message is not the content filter's, such as a wrong model ARN) stop the run with a
 :class:`GenerationError`, since every further request would fail the same way.
 """
 
@@ -80,13 +81,21 @@ IMAGE_NAME_PATTERN = re.compile(r"^(?P<character>[a-z0-9][a-z0-9_-]*)_p(?P<promp
 MIN_READ_TIMEOUT_S = 300  # Nova Canvas can take minutes per request (DESIGN.md §5)
 
 # InvokeModel errors worth retrying with back-off (bedrock-runtime service model; Bedrock "Troubleshooting
-# API error codes"). ValidationException is not among them: for a request that passed
-# validate_text_image_body it means the content filter blocked the prompt.
+# API error codes"). ValidationException is not among them. It means a blocked prompt only when its message is
+# the content filter's ("This request has been blocked by our content filters."); any other ValidationException
+# (an unknown model ID or ARN, a malformed request) would fail every request the same way, so it is fatal.
 RETRYABLE_ERRORS = frozenset({
     "ThrottlingException", "ServiceUnavailableException", "ModelTimeoutException", "InternalServerException",
     "ModelNotReadyException",
 })
 FATAL_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException"})
+CONTENT_FILTER_MESSAGE = re.compile(r"content filter", re.IGNORECASE)
+
+
+def is_content_filter_message(message: str) -> bool:
+    """True when a ``ValidationException``'s message is the content filter's (Bedrock: "This request has been
+    blocked by our content filters.")."""
+    return bool(CONTENT_FILTER_MESSAGE.search(message or ""))
 
 Status = Literal["ok", "partly_blocked", "blocked_output", "blocked_prompt", "failed"]
 Limits = Literal["nova-canvas", "diffusers"]
@@ -311,8 +320,8 @@ class GenerationOutcome:
         request: the request.
         status: ``ok`` (all images), ``partly_blocked`` (HTTP 200 with an ``error`` field and fewer
             images), ``blocked_output`` (an ``error`` field and no image), ``blocked_prompt``
-            (``ValidationException``: the input was blocked), ``failed`` (throttling or a transient
-            error after every attempt, or an unusable answer).
+            (``ValidationException`` with the content filter's message: the input was blocked), ``failed``
+            (throttling or a transient error after every attempt, or an unusable answer).
         images: PNG bytes of each returned image (not written to the log).
         error: the service's message for any status other than ``ok``.
         attempts: requests sent (1 plus retries).
@@ -415,7 +424,8 @@ class NovaCanvasGenerator:
 
         Raises:
             RequestValidationError: the request breaks a Nova Canvas limit (nothing is sent).
-            GenerationError: access denied or unknown model (every request would fail).
+            GenerationError: access denied, unknown model, or a ValidationException whose message is not the
+                content filter's (a wrong model ARN, a malformed request): every request would fail.
         """
         body = json.dumps(request.body())
         attempt = 0
@@ -428,6 +438,12 @@ class NovaCanvasGenerator:
             except ClientError as err:
                 code = err.response.get("Error", {}).get("Code", "")
                 message = err.response.get("Error", {}).get("Message", str(err))
+                if code == "ValidationException" and not is_content_filter_message(message):
+                    raise GenerationError(
+                        f"InvokeModel on {self.model_id} was rejected with ValidationException: {message}. This is "
+                        "not the content filter: check the model ID or provisioned throughput ARN (a custom Nova "
+                        "Canvas model runs only on Provisioned Throughput) and the request settings in the "
+                        "evaluation section") from err
                 if code == "ValidationException":
                     log.warning("prompt blocked (%s p%d seed %d): %s", request.character, request.prompt_index,
                                 request.seed, message)

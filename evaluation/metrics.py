@@ -15,7 +15,10 @@ product of their rows. For character c with reference embeddings R_c and generat
 Aggregates are macro averages: the mean of the per-character means, so every character weighs the same.
 Confidence intervals come from a stratified percentile bootstrap (Efron & Tibshirani 1993): values are
 resampled with replacement inside each character, the macro mean recomputed, and the interval read
-from the quantiles of the resampled means.
+from the quantiles of the resampled means. Where base and fine-tuned images share prompts and seeds, the
+difference between the models comes from a paired bootstrap (:func:`paired_difference`): the (character,
+prompt, seed, image) pairs are resampled together, so effects shared by both images of a pair (an easy prompt,
+a lucky seed) cancel instead of widening the interval (Efron & Tibshirani 1993, ch. 6 and 16).
 """
 
 from __future__ import annotations
@@ -117,12 +120,44 @@ def estimate(groups: Mapping[str, np.ndarray], samples: int, confidence: float,
 def difference(a: tuple[Estimate, np.ndarray], b: tuple[Estimate, np.ndarray],
                confidence: float) -> Estimate:
     """``a - b`` with the interval of the difference of two independent bootstrap distributions
-    (of equal length)."""
+    (of equal length). Use :func:`paired_difference` where the values of ``a`` and ``b`` are paired (same
+    prompts and seeds): the unpaired interval ignores their shared variation and is too wide."""
     (est_a, dist_a), (est_b, dist_b) = a, b
     if dist_a.shape != dist_b.shape:
         raise ValueError(f"bootstrap distributions differ in length: {dist_a.shape} vs {dist_b.shape}")
     low, high = interval(dist_a - dist_b, confidence)
     return Estimate(est_a.mean - est_b.mean, low, high, min(est_a.n, est_b.n))
+
+
+def paired_difference(pairs: Mapping[str, tuple[np.ndarray, np.ndarray]], samples: int, confidence: float,
+                      rng: np.random.Generator) -> tuple[Estimate, np.ndarray]:
+    """``a - b`` over matched pairs, with a stratified paired percentile bootstrap interval.
+
+    Args:
+        pairs: character -> ``(a, b)``, two ``(n_c,)`` arrays whose i-th values belong to the same (prompt,
+            seed, image) of that character (for example the fine-tuned and the base image of one request).
+        samples: bootstrap resamples (>= 1).
+        confidence: level of the percentile interval, in (0, 1).
+        rng: the random generator.
+
+    Returns:
+        ``(estimate, distribution)``: the macro mean over characters of the mean pairwise difference (equal to
+        the difference of the two macro means over the matched values), its interval, ``n`` the number of
+        pairs; the ``(samples,)`` resampled macro means. Each resample draws pair indices with replacement
+        inside each character and takes both values of a drawn pair (Efron & Tibshirani 1993, the paired
+        bootstrap), so variation shared by both members of a pair cancels.
+
+    Raises:
+        ValueError: the two arrays of a character differ in length, every character is empty, a value is not
+            finite, or ``samples`` < 1.
+    """
+    diffs: dict[str, np.ndarray] = {}
+    for key, (a, b) in pairs.items():
+        a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+        if a.shape != b.shape:
+            raise ValueError(f"pairs of {key!r} differ in length: {a.size} vs {b.size}")
+        diffs[key] = a - b
+    return estimate(diffs, samples, confidence, rng)
 
 
 def reference_similarity(embeddings: np.ndarray, references: Mapping[str, np.ndarray]) -> np.ndarray:

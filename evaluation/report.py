@@ -1,12 +1,14 @@
 """``report.html``: one self-contained page a reviewer reads in a minute.
 
-Contents: a banner when the base model is the untrained random-weight stand-in (its figures test the
-machinery, not the quality); the gate's verdict; the evaluated model (backend, base, LoRA artifact, training
-steps and loss, the training loss curve); a table and a bar chart (matplotlib, Agg, embedded as PNG) of every metric
-for the base and the fine-tuned model with their bootstrap intervals and the calibration band; then, per
-character, the reference images and the base and fine-tuned images of the same prompt and seed side by
-side, each captioned with its scores. Every image is embedded as a ``data:`` URI (JPEG thumbnails), so the
-file opens the same from disk or from S3.
+Contents: a banner when the base model is the untrained random-weight stand-in (its figures test the machinery,
+not the quality); the gate's status (PASS, FAIL or INCONCLUSIVE) with its reasons and every criterion's figure
+and threshold; the memorisation criterion (near-copy rate) per character; intervals over fewer than
+``min_images_per_character`` images marked with a dagger; the evaluated model (backend, base, LoRA artifact,
+training steps and loss, the training loss curve); a table and a bar chart (matplotlib, Agg, embedded as PNG) of
+every metric for the base and the fine-tuned model with their bootstrap intervals and the calibration band;
+then, per character, the reference images and the base and fine-tuned images of the same prompt and seed side by
+side, each captioned with its scores. Every image is embedded as a ``data:`` URI (JPEG thumbnails), so the file
+opens the same from disk or from S3.
 """
 
 from __future__ import annotations
@@ -177,10 +179,14 @@ def loss_curve_png(rows: Sequence[Mapping[str, Any]], stand_in: bool = False) ->
     return buffer.getvalue()
 
 
+FEW_IMAGES_MARK = "†"  # an interval over fewer than settings.min_images_per_character values per character
+
+
 def _fmt(summary: Mapping[str, Any] | None) -> str:
     if not summary:
         return "n/a"
-    return f"{summary['mean']:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]"
+    mark = f" {FEW_IMAGES_MARK}" if summary.get("few_images") else ""
+    return f"{summary['mean']:.3f} [{summary['ci_low']:.3f}, {summary['ci_high']:.3f}]{mark}"
 
 
 def _fmt_improvement(entry: Mapping[str, Any]) -> str:
@@ -283,6 +289,15 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
             "ceiling": _fmt((calibration.get("ceiling") or {}).get("per_character", {}).get(character)),
             "floor": _fmt((calibration.get("floor") or {}).get("per_character", {}).get(character)),
         })
+    memo = metrics["memorisation"]
+    memorisation_rows = []
+    for character in evaluation["characters"]:
+        rates = {m: ((memo[m] or {}).get("near_copy_rate_per_character") or {}).get(character) for m in ("finetuned",
+                                                                                                       "base")}
+        memorisation_rows.append({"name": character, "finetuned": rates["finetuned"], "base": rates["base"],
+                                  "over": rates["finetuned"] is not None
+                                  and rates["finetuned"] > evaluation["gate"]["max_near_copy_rate"]})
+    few_images = any((metrics[k][m] or {}).get("few_images") for k in METRIC_LABELS for m in ("finetuned", "base"))
     problems = []
     for model in ("finetuned", "base"):
         info = evaluation["models"][model]
@@ -292,6 +307,9 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
     return template.render(
         evaluation=evaluation, rows=rows, sections=sections, chart_uri=f"data:image/png;base64,{chart}",
         has_base=has_base, gate=evaluation["gate"], calibration=calibration,
+        memorisation_rows=memorisation_rows, memorisation_measured=memo["finetuned"] is not None,
+        few_images=few_images, few_images_mark=FEW_IMAGES_MARK,
+        min_images=evaluation["settings"]["min_images_per_character"],
         ceiling=_fmt(calibration.get("ceiling")), floor=_fmt(calibration.get("floor")),
         headline_finetuned=_fmt(cs["finetuned"]), headline_base=_fmt(cs["base"]),
         headline_improvement=_fmt_improvement(cs), problems=problems,

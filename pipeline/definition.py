@@ -72,10 +72,15 @@ EVALUATION_OUTPUT = "evaluation"
 EVALUATION_PROPERTY_FILE = "EvaluationReport"
 EVALUATION_FILE = "evaluation.json"
 
-# JSON paths in evaluation.json read by CheckQuality (the evaluation step writes them; tests check both).
+# JSON paths in evaluation.json (the evaluation step writes them; tests check both). CheckQuality reads only the
+# gate's status and QualityGateFailed only its summary sentence: both are always strings, whereas a figure may be
+# null (no base images, no training crops) and a JsonGet of null fails the step instead of taking the else branch.
+GATE_STATUS_PATH = "gate.status"
+GATE_SUMMARY_PATH = "gate.summary"
+GATE_PASSED = "passed"
+# Read by RegisterModel, which runs only when the gate passed, that is when every figure was measured.
 SIMILARITY_PATH = "metrics.character_similarity.finetuned.mean"
 IMPROVEMENT_PATH = "metrics.character_similarity.improvement"
-BASE_SIMILARITY_PATH = "metrics.character_similarity.base.mean"
 
 # Callback tasks and output parameters (the SQS consumer and the local handlers dispatch on "Task").
 REVIEW_OUTPUTS = ("ReviewedManifestUri", "ApprovedCount", "EditedCount", "RejectedCount")
@@ -371,7 +376,11 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
     common = ["--embedding-model-id", p[P.EMBEDDING_MODEL],
               "--reviewed-manifest-uri", review.properties.Outputs["ReviewedManifestUri"],
               # never an empty argument: the option and its (possibly empty) value in one string
-              Join(on="", values=["--evaluation-images=", p[P.EVALUATION_IMAGES]])]
+              Join(on="", values=["--evaluation-images=", p[P.EVALUATION_IMAGES]]),
+              # the gate's thresholds: the Evaluate step decides the gate and writes gate.status
+              Join(on="", values=["--min-character-similarity=", p[P.MIN_SIMILARITY]]),
+              Join(on="", values=["--min-improvement=", p[P.MIN_IMPROVEMENT]]),
+              Join(on="", values=["--max-near-copy-rate=", p[P.MAX_NEAR_COPY_RATE]])]
     if _lora(ctx):
         inputs += [_input("model", finetune.properties.ModelArtifacts.S3ModelArtifacts),
                    _input("base_model", p[P.BASE_MODEL_URI])]
@@ -460,31 +469,32 @@ def _register_step(ctx: _Context, review: Any, finetune: Any, evaluate: Any, rep
 
 
 def _gate_steps(ctx: _Context, finetune: Any, evaluate: Any, report: Any, register: Any) -> Any:
-    from sagemaker.core.workflow.conditions import ConditionEquals, ConditionGreaterThanOrEqualTo
+    from sagemaker.core.workflow.conditions import ConditionEquals
     from sagemaker.core.workflow.functions import Join, JsonGet
     from sagemaker.mlops.workflow.condition_step import ConditionStep
     from sagemaker.mlops.workflow.fail_step import FailStep
 
     p = ctx.params
-    similarity = JsonGet(step_name=evaluate.name, property_file=report, json_path=SIMILARITY_PATH)
-    improvement = JsonGet(step_name=evaluate.name, property_file=report, json_path=IMPROVEMENT_PATH)
-    base_similarity = JsonGet(step_name=evaluate.name, property_file=report, json_path=BASE_SIMILARITY_PATH)
+    status = JsonGet(step_name=evaluate.name, property_file=report, json_path=GATE_STATUS_PATH)
+    summary = JsonGet(step_name=evaluate.name, property_file=report, json_path=GATE_SUMMARY_PATH)
     evaluation_uri = evaluate.properties.ProcessingOutputConfig.Outputs[EVALUATION_OUTPUT].S3Output.S3Uri
+    # One Fail step for a failed and an inconclusive gate: the message starts with the status and the summary
+    # says which figures were missing or short (evaluation.evaluate.decide_gate).
     quality_failed = FailStep(
-        name=FAIL_QUALITY, display_name="Quality gate not met",
-        description="The fine-tuned model is not good enough to register; the message gives the figures.",
+        name=FAIL_QUALITY, display_name="Quality gate not passed",
+        description="The quality gate failed (a figure is short of its threshold) or is inconclusive (a figure "
+                    "could not be measured); the message gives the figures, the thresholds and why.",
         error_message=Join(on="", values=[
-            "Model not registered: the quality gate was not met. Character similarity of the fine-tuned model ",
-            similarity, " (minimum ", p[P.MIN_SIMILARITY], "); base model ", base_similarity,
-            "; improvement over the base model ", improvement, " (minimum ", p[P.MIN_IMPROVEMENT],
-            "). Report: ", evaluation_uri]),
+            "Model not registered: the quality gate is ", status, ". ", summary,
+            " Thresholds: MinCharacterSimilarity ", p[P.MIN_SIMILARITY], ", MinImprovementOverBase ",
+            p[P.MIN_IMPROVEMENT], ", MaxNearCopyRate ", p[P.MAX_NEAR_COPY_RATE], ". Report: ", evaluation_uri]),
     )
     check_quality = ConditionStep(
         name=CHECK_QUALITY, display_name="Check quality",
-        description="Register only if the fine-tuned model's character similarity reaches "
-                    "MinCharacterSimilarity and its improvement over the base model reaches MinImprovementOverBase.",
-        conditions=[ConditionGreaterThanOrEqualTo(left=similarity, right=p[P.MIN_SIMILARITY]),
-                    ConditionGreaterThanOrEqualTo(left=improvement, right=p[P.MIN_IMPROVEMENT])],
+        description="Register only if the Evaluate step's gate passed: every criterion measured and met (character "
+                    "similarity >= MinCharacterSimilarity, improvement over the base model >= "
+                    "MinImprovementOverBase, near-copy rate <= MaxNearCopyRate).",
+        conditions=[ConditionEquals(left=status, right=GATE_PASSED)],
         if_steps=[register], else_steps=[quality_failed],
     )
     if _lora(ctx):  # a TrainingStep that succeeded trained a model: nothing to turn away

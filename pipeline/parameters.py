@@ -54,6 +54,7 @@ REVIEW_MODE = "ReviewMode"
 DRY_RUN = "DryRun"
 MIN_SIMILARITY = "MinCharacterSimilarity"
 MIN_IMPROVEMENT = "MinImprovementOverBase"
+MAX_NEAR_COPY_RATE = "MaxNearCopyRate"
 MODEL_PACKAGE_GROUP = "ModelPackageGroupName"
 EVALUATION_IMAGES = "EvaluationImagesUri"
 INSTANCE_TYPE = "ProcessingInstanceType"
@@ -224,6 +225,12 @@ PARAMETER_SPECS: tuple[ParameterSpec, ...] = (
                   "evaluation.min_improvement",
                   lambda c, s: c.evaluation.min_improvement,
                   minimum=-2.0, maximum=2.0),
+    ParameterSpec(MAX_NEAR_COPY_RATE, "Float",
+                  "Quality gate: the highest share of the fine-tuned model's images that may be near-copies of a "
+                  "training crop (similarity to it at least evaluation.memorisation_threshold), 0 to 1.",
+                  "evaluation.max_near_copy_rate",
+                  lambda c, s: c.evaluation.max_near_copy_rate,
+                  minimum=0.0, maximum=1.0),
     ParameterSpec(MODEL_PACKAGE_GROUP, "String",
                   "Model Registry group that receives the model package (PendingManualApproval).",
                   "registry.model_package_group_name",

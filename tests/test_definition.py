@@ -178,10 +178,24 @@ def test_jsonget_paths_exist_in_evaluation_json_written_by_the_evaluate_step(def
             ref = parse_path(jsonget["PropertyFile"]["Get"])
             assert (ref[1], ref[3]) == (D.EVALUATE, D.EVALUATION_PROPERTY_FILE)
             paths.add(jsonget["Path"])
-    assert paths == {D.SIMILARITY_PATH, D.IMPROVEMENT_PATH, D.BASE_SIMILARITY_PATH}
-    for path in paths:
+    assert paths == {D.GATE_STATUS_PATH, D.GATE_SUMMARY_PATH, D.SIMILARITY_PATH, D.IMPROVEMENT_PATH}
+    for path in (D.GATE_STATUS_PATH, D.GATE_SUMMARY_PATH):
+        assert isinstance(walk(document, parse_path(path), path), str), path
+    assert walk(document, parse_path(D.GATE_STATUS_PATH), "status") in ("passed", "failed", "inconclusive")
+    for path in (D.SIMILARITY_PATH, D.IMPROVEMENT_PATH):  # RegisterModel's figures, read only after a pass
         value = walk(document, parse_path(path), path)
         assert isinstance(value, float), (path, value)
+    # CheckQuality and the Fail step read only paths that are strings in every evaluation.json, also without base
+    # images (an inconclusive gate): a JsonGet of null would fail the step instead of taking the else branch.
+    run_evaluation(tmp_path / "finetuned", tmp_path / "refs", tmp_path / "nobase", config=config)
+    nobase = json.loads((tmp_path / "nobase" / "evaluation.json").read_text())
+    assert nobase["gate"]["status"] == "inconclusive"
+    assert nobase["metrics"]["character_similarity"]["improvement"] is None
+    gate_paths = {j["Path"] for j in _json_gets([steps[D.CHECK_QUALITY].spec["Arguments"]["Conditions"],
+                                                 steps[D.FAIL_QUALITY].spec["Arguments"]["ErrorMessage"]])}
+    assert gate_paths == {D.GATE_STATUS_PATH, D.GATE_SUMMARY_PATH}
+    for path in gate_paths:
+        assert isinstance(walk(nobase, parse_path(path), path), str), path
     property_file = steps[D.EVALUATE].spec["PropertyFiles"][0]
     assert property_file == {"PropertyFileName": D.EVALUATION_PROPERTY_FILE, "OutputName": D.EVALUATION_OUTPUT,
                              "FilePath": "evaluation.json"}
@@ -207,6 +221,7 @@ def test_parameter_names_and_defaults_follow_pipeline_yaml(definition, yaml_conf
         "ReviewMode": yaml_config.review.mode,
         "MinCharacterSimilarity": yaml_config.evaluation.min_character_similarity,
         "MinImprovementOverBase": yaml_config.evaluation.min_improvement,
+        "MaxNearCopyRate": yaml_config.evaluation.max_near_copy_rate,
         "ModelPackageGroupName": yaml_config.registry.model_package_group_name or f"{yaml_config.project}-characters",
         "ProcessingInstanceType": yaml_config.sagemaker.processing_instance_type,
         "ProcessingInstanceCount": yaml_config.sagemaker.processing_instance_count,
@@ -303,8 +318,20 @@ def test_callbacks_lambda_and_fail_messages(definition, steps, yaml_config):
     assert [o["OutputName"] for o in register["OutputParameters"]] == list(D.REGISTER_OUTPUTS)
     message = steps[D.FAIL_QUALITY].spec["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
     gets = list(iter_gets(message))
-    assert "Parameters.MinCharacterSimilarity" in gets and "Parameters.MinImprovementOverBase" in gets
-    assert {j["Path"] for j in _json_gets(message)} == {D.SIMILARITY_PATH, D.IMPROVEMENT_PATH, D.BASE_SIMILARITY_PATH}
+    assert {"Parameters.MinCharacterSimilarity", "Parameters.MinImprovementOverBase",
+            "Parameters.MaxNearCopyRate"} <= set(gets)
+    assert {j["Path"] for j in _json_gets(message)} == {D.GATE_STATUS_PATH, D.GATE_SUMMARY_PATH}
+    # CheckQuality compares the status the Evaluate step decided, nothing else.
+    conditions = steps[D.CHECK_QUALITY].spec["Arguments"]["Conditions"]
+    assert len(conditions) == 1 and conditions[0]["Type"] == "Equals" and conditions[0]["RightValue"] == "passed"
+    assert conditions[0]["LeftValue"]["Std:JsonGet"]["Path"] == D.GATE_STATUS_PATH
+    # The Evaluate step receives the thresholds from the pipeline parameters.
+    evaluate_args = steps[D.EVALUATE].spec["Arguments"]["AppSpecification"]["ContainerArguments"]
+    joined = {tuple(v if isinstance(v, str) else v.get("Get") for v in a["Std:Join"]["Values"])
+              for a in evaluate_args if isinstance(a, dict) and "Std:Join" in a}
+    assert {("--min-character-similarity=", "Parameters.MinCharacterSimilarity"),
+            ("--min-improvement=", "Parameters.MinImprovementOverBase"),
+            ("--max-near-copy-rate=", "Parameters.MaxNearCopyRate")} <= joined
     not_trained = steps[D.FAIL_NOT_TRAINED].spec["Arguments"]["ErrorMessage"]["Std:Join"]["Values"]
     assert "Steps.FineTune.OutputParameters['DryRun']" in list(iter_gets(not_trained))
 

@@ -329,3 +329,15 @@ def test_folder_generator_feeds_generate_prompt_set(tmp_path):
     result = generate_prompt_set(FolderImageGenerator(tmp_path / "src"), requests, tmp_path / "out", concurrency=3)
     assert result.counts == {"ok": 12} and result.images == 12
     assert len(list((tmp_path / "out" / "sintel").glob("sintel_p*_s*_0.png"))) == 6
+
+
+def test_validation_exception_that_is_not_the_content_filter_stops_the_run(bedrock, tmp_path):
+    """A wrong model ARN is a ValidationException too; it must not read as a blocked prompt on every request."""
+    client, stubber, _ = bedrock
+    stubber.add_client_error("invoke_model", service_error_code="ValidationException", http_status_code=400,
+                             service_message="The provided model identifier is invalid.",
+                             expected_params=_expected(CUSTOM_MODEL))
+    with pytest.raises(GenerationError, match="model identifier is invalid.*not the content filter"):
+        generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL, sleep=_no_sleep),
+                            [_request(prompt_index=k, ordinal=k) for k in range(3)], tmp_path)
+    assert not (tmp_path / GENERATION_LOG).exists() or "blocked_prompt" not in (tmp_path / GENERATION_LOG).read_text()

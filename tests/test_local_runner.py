@@ -51,12 +51,25 @@ def definition(config):
     return compile_definition(config)
 
 
+def fake_gate(args: list[str], *, similarity: float, improvement: float | None, base: float | None,
+              near_copy_rate: float | None) -> dict[str, Any]:
+    """The gate block the real Evaluate step writes: the real decision, with the thresholds from its arguments."""
+    from evaluation.evaluate import decide_gate
+
+    options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    return decide_gate(character_similarity=similarity, improvement=improvement, base_similarity=base,
+                       near_copy_rate=near_copy_rate,
+                       min_character_similarity=float(options["min-character-similarity"]),
+                       min_improvement=float(options["min-improvement"]),
+                       max_near_copy_rate=float(options["max-near-copy-rate"]))
+
+
 class FakeContainers:
     """A ProcessingLauncher that writes what each entry point writes, and records its calls."""
 
-    def __init__(self, similarity: float = 0.8, improvement: float = 0.1, fail_once: set[str] | None = None,
-                 interrupt_once: set[str] | None = None) -> None:
-        self.similarity, self.improvement = similarity, improvement
+    def __init__(self, similarity: float = 0.8, improvement: float | None = 0.1, fail_once: set[str] | None = None,
+                 interrupt_once: set[str] | None = None, near_copy_rate: float | None = 0.0) -> None:
+        self.similarity, self.improvement, self.near_copy_rate = similarity, improvement, near_copy_rate
         self.fail_once = set(fail_once or ())
         self.interrupt_once = set(interrupt_once or ())
         self.calls: list[tuple[str, list[str]]] = []
@@ -95,9 +108,13 @@ class FakeContainers:
         elif step_name == D.EVALUATE:
             out = root / "output" / "evaluation"
             out.mkdir(parents=True, exist_ok=True)
+            improvement = self.improvement
+            base = None if improvement is None else round(self.similarity - improvement, 6)
             doc = {"metrics": {"character_similarity": {"finetuned": {"mean": self.similarity},
-                                                        "base": {"mean": self.similarity - self.improvement},
-                                                        "improvement": self.improvement}},
+                                                        "base": None if base is None else {"mean": base},
+                                                        "improvement": improvement}},
+                   "gate": fake_gate(args, similarity=self.similarity, improvement=improvement, base=base,
+                                     near_copy_rate=self.near_copy_rate),
                    "args": args}
             (out / D.EVALUATION_FILE).write_text(json.dumps(doc), encoding="utf-8")
         return 0
@@ -216,6 +233,25 @@ def test_quality_gate_failure_states_figures_and_thresholds(definition, config, 
         assert figure in result.failure_reason, (figure, result.failure_reason)
     assert "RegisterModel" not in handlers.names()
     assert _statuses(result)[D.REGISTER] == "NotExecuted"
+
+
+def test_inconclusive_gate_registers_nothing_and_says_why(definition, config, tmp_path):
+    """No base images: the improvement is not measured, so nothing is registered, and the message says why."""
+    containers, handlers = FakeContainers(similarity=0.95, improvement=None), FakeHandlers()
+    result = _runner(definition, config, tmp_path, containers, handlers).run()
+    assert result.status == "Failed" and result.failed_step == D.FAIL_QUALITY, result.failure_reason
+    assert "inconclusive" in result.failure_reason and "base model" in result.failure_reason
+    assert "not measured" in result.failure_reason and "0.95" in result.failure_reason
+    assert "RegisterModel" not in handlers.names()
+
+
+def test_near_copies_of_the_training_crops_do_not_register(definition, config, tmp_path):
+    containers, handlers = FakeContainers(similarity=0.99, improvement=0.3, near_copy_rate=1.0), FakeHandlers()
+    result = _runner(definition, config, tmp_path, containers, handlers, params={"MaxNearCopyRate": "0.25"}).run()
+    assert result.status == "Failed" and result.failed_step == D.FAIL_QUALITY
+    assert "failed" in result.failure_reason and "near-copy rate" in result.failure_reason
+    assert "1.000" in result.failure_reason and "0.25" in result.failure_reason
+    assert "RegisterModel" not in handlers.names()
 
 
 def test_dry_run_never_registers_and_says_why(definition, config, tmp_path):
@@ -567,8 +603,10 @@ def test_evaluate_entry_point_scores_a_folder_and_skips_an_empty_dry_run(tmp_pat
                           f"--evaluation-images={tmp_path / 'images'}"]) == 0
     document = json.loads((root / "output" / "evaluation" / "evaluation.json").read_text())
     validate_evaluation(document)
-    for path in (D.SIMILARITY_PATH, D.IMPROVEMENT_PATH, D.BASE_SIMILARITY_PATH):
+    for path in (D.SIMILARITY_PATH, D.IMPROVEMENT_PATH):
         assert isinstance(walk(document, parse_path(path), path), float)
+    assert walk(document, parse_path(D.GATE_STATUS_PATH), "status") in ("passed", "failed", "inconclusive")
+    assert isinstance(walk(document, parse_path(D.GATE_SUMMARY_PATH), "summary"), str)
     assert document["inputs"]["baseline_images"] is not None
 
     empty = _processing_root(tmp_path / "dry")

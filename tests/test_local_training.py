@@ -38,6 +38,19 @@ def definition(config):
     return compile_definition(config)
 
 
+def fake_gate(args: list[str], *, similarity: float, improvement: float | None, base: float | None,
+              near_copy_rate: float | None) -> dict[str, Any]:
+    """The gate block the real Evaluate step writes: the real decision, with the thresholds from its arguments."""
+    from evaluation.evaluate import decide_gate
+
+    options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    return decide_gate(character_similarity=similarity, improvement=improvement, base_similarity=base,
+                       near_copy_rate=near_copy_rate,
+                       min_character_similarity=float(options["min-character-similarity"]),
+                       min_improvement=float(options["min-improvement"]),
+                       max_near_copy_rate=float(options["max-near-copy-rate"]))
+
+
 class FakeJobs:
     """Plays the processing and training containers; records what the training container received."""
 
@@ -69,8 +82,11 @@ class FakeJobs:
             assert (root / "input" / "base_model" / "model_index.json").is_file()
             out = root / "output" / "evaluation"
             out.mkdir(parents=True, exist_ok=True)
+            improvement = round(self.similarity - 0.5, 6)
             doc = {"metrics": {"character_similarity": {"finetuned": {"mean": self.similarity},
-                                                        "base": {"mean": 0.5}, "improvement": self.similarity - 0.5}},
+                                                        "base": {"mean": 0.5}, "improvement": improvement}},
+                   "gate": fake_gate(command[3:], similarity=self.similarity, improvement=improvement, base=0.5,
+                                     near_copy_rate=0.0),
                    "args": command[3:]}
             (out / D.EVALUATION_FILE).write_text(json.dumps(doc))
         log_path.write_text(f"fake {command[2]}\n")

@@ -17,6 +17,7 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from PIL import Image
 
+from evaluation import evaluate as evaluate_module
 from evaluation import metrics as M
 from evaluation.embeddings import ColorTextureDescriptor
 from evaluation.evaluate import SCHEMA_PATH, load_schema, run_evaluation, validate_evaluation
@@ -224,7 +225,10 @@ def test_gate_fails_without_enough_improvement(sets, tmp_path):
     result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["finetuned"],
                             config=config)
     gate = result.evaluation["gate"]
-    assert not result.passed and len(gate["reasons"]) == 2
+    assert not result.passed and gate["status"] == "failed" and len(gate["reasons"]) == 3
+    verdicts = {c["name"]: c["verdict"] for c in gate["criteria"]}
+    assert verdicts == {"character_similarity": "not_met", "improvement_over_base": "not_met",
+                        "near_copy_rate": "not_measured"}  # a short figure fails even when another is missing
     assert result.evaluation["metrics"]["character_similarity"]["improvement"] == pytest.approx(0.0, abs=1e-9)
     assert result.evaluation["calibration"]["source"] == "references (leave-one-out)"
     assert "FAIL" in result.report_path.read_text()
@@ -382,3 +386,189 @@ def test_storyboard_generate_command_from_folder(sets, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["requests"] == 2 * 3 * 2 and summary["images"] == 24
     assert (tmp_path / "gen" / "ruby" / "ruby_p2_s2_1.png").is_file()
+
+
+# --- the gate: every criterion measured and met (issue 10) ------------------------------------------------------
+
+
+def test_copies_of_the_training_crops_do_not_pass(sets, tmp_path):
+    """Fine-tuned "images" that are the training crops themselves: similarity and improvement are excellent, but
+    every image is a near-copy, so the memorisation criterion fails the gate."""
+    copies = tmp_path / "copies"
+    for character in COLOURS:
+        (copies / character).mkdir(parents=True)
+        for k, crop in enumerate(sorted((sets["crops"] / character).iterdir())):
+            Image.open(crop).save(copies / character / f"{character}_p0_s{k}_0.png")
+    config = parse_config({"evaluation": {"bootstrap_samples": 200, "min_character_similarity": 0.5}})
+    result = run_evaluation(copies, sets["refs"], tmp_path / "out", baseline_dir=sets["base"],
+                            training_crops_dir=sets["crops"], config=config)
+    doc = result.evaluation
+    memo = doc["metrics"]["memorisation"]["finetuned"]
+    assert memo["near_copy_rate"] == 1.0 and memo["near_copy_rate_per_character"] == {"cobalt": 1.0, "ruby": 1.0}
+    gate = doc["gate"]
+    assert not result.passed and result.status == gate["status"] == "failed"
+    criteria = {c["name"]: c for c in gate["criteria"]}
+    assert criteria["near_copy_rate"]["verdict"] == "not_met" and criteria["near_copy_rate"]["threshold"] == 0.2
+    assert criteria["near_copy_rate"]["per_character"] == {"cobalt": 1.0, "ruby": 1.0}
+    assert criteria["character_similarity"]["verdict"] == criteria["improvement_over_base"]["verdict"] == "met"
+    assert any("near-copy rate" in r for r in gate["reasons"]) and "near-copy rate" in gate["summary"]
+    html = result.report_path.read_text()
+    assert "FAIL" in html and "Memorisation: near-copies" in html
+
+
+def test_no_base_images_is_inconclusive_not_a_pass(sets, tmp_path):
+    config = parse_config({"evaluation": {"bootstrap_samples": 100, "min_character_similarity": 0.5}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", training_crops_dir=sets["crops"],
+                            config=config)
+    gate = result.evaluation["gate"]
+    assert result.evaluation["metrics"]["character_similarity"]["improvement"] is None
+    assert not result.passed and gate["passed"] is False and gate["status"] == "inconclusive"
+    improvement = next(c for c in gate["criteria"] if c["name"] == "improvement_over_base")
+    assert improvement["verdict"] == "not_measured" and improvement["value"] is None
+    assert len(gate["reasons"]) == 1 and "base model" in gate["reasons"][0] and "not measured" in gate["reasons"][0]
+    assert gate["summary"].startswith("Quality gate inconclusive")
+    html = result.report_path.read_text()
+    assert "INCONCLUSIVE" in html and gate["reasons"][0].split("(")[0].strip() in html
+
+
+def test_gate_decision_needs_every_figure():
+    kwargs = {"min_character_similarity": 0.6, "min_improvement": 0.02, "max_near_copy_rate": 0.2}
+    passed = evaluate_module.decide_gate(character_similarity=0.7, improvement=0.05, base_similarity=0.65,
+                                         near_copy_rate=0.1, **kwargs)
+    assert passed["status"] == "passed" and passed["passed"] and passed["reasons"] == []
+    assert "0.700" in passed["summary"] and "+0.050" in passed["summary"] and "0.650" in passed["summary"]
+    missing = evaluate_module.decide_gate(character_similarity=0.7, improvement=0.05, base_similarity=0.65,
+                                          near_copy_rate=None, **kwargs)
+    assert missing["status"] == "inconclusive" and not missing["passed"] and "training crops" in missing["reasons"][0]
+    short = evaluate_module.decide_gate(character_similarity=0.7, improvement=0.05, base_similarity=0.65,
+                                        near_copy_rate=0.5, **kwargs)
+    assert short["status"] == "failed" and "0.500" in short["reasons"][0]
+
+
+def test_too_few_images_are_flagged(sets, tmp_path):
+    """4 images per character (fewer than the default 8): estimates and intervals carry few_images."""
+    config = parse_config({"evaluation": {"bootstrap_samples": 100}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["base"],
+                            config=config)
+    cs = result.evaluation["metrics"]["character_similarity"]
+    assert result.evaluation["settings"]["min_images_per_character"] == 8
+    assert cs["finetuned"]["few_images"] is True and cs["base"]["few_images"] is True
+    assert all(e["few_images"] for e in cs["finetuned"]["per_character"].values())
+    assert any("fewer than 8 images" in w for w in result.evaluation["warnings"])
+    assert "†" in result.report_path.read_text()
+    enough = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out2", baseline_dir=sets["base"],
+                            config=parse_config({"evaluation": {"bootstrap_samples": 100,
+                                                                "min_images_per_character": 4}}))
+    cs = enough.evaluation["metrics"]["character_similarity"]
+    assert cs["finetuned"]["few_images"] is False
+    assert not any("fewer than" in w for w in enough.evaluation["warnings"])
+
+
+def test_paired_bootstrap_is_narrower_than_unpaired_on_paired_data():
+    """Base and fine-tuned share a large per-prompt effect (same prompt and seed): resampling the pairs together
+    cancels it, two independent bootstraps do not (Efron & Tibshirani 1993)."""
+    rng = np.random.default_rng(11)
+    prompt_effect = {c: rng.normal(0, 0.15, 24) for c in ("a", "b")}
+    fin = {c: 0.7 + e + rng.normal(0, 0.01, e.size) for c, e in prompt_effect.items()}
+    base = {c: 0.6 + e + rng.normal(0, 0.01, e.size) for c, e in prompt_effect.items()}
+    paired, _ = M.paired_difference({c: (fin[c], base[c]) for c in fin}, 2000, 0.95, np.random.default_rng(0))
+    unpaired = M.difference(M.estimate(fin, 2000, 0.95, np.random.default_rng(1)),
+                            M.estimate(base, 2000, 0.95, np.random.default_rng(2)), 0.95)
+    assert paired.mean == pytest.approx(unpaired.mean)
+    assert paired.ci_low < paired.mean < paired.ci_high
+    assert (paired.ci_high - paired.ci_low) < (unpaired.ci_high - unpaired.ci_low) / 3
+    assert paired.ci_low > 0 and unpaired.ci_low < paired.ci_low  # the paired interval sees the real gap sooner
+    with pytest.raises(ValueError, match="differ in length"):
+        M.paired_difference({"a": (np.ones(3), np.ones(4))}, 10, 0.95, rng)
+
+
+def test_run_evaluation_pairs_base_and_finetuned_by_file_name(sets, tmp_path):
+    config = parse_config({"evaluation": {"bootstrap_samples": 200}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["base"],
+                            config=config)
+    cs = result.evaluation["metrics"]["character_similarity"]
+    assert cs["difference_method"] == "paired" and cs["pairs"] == 8
+    renamed = tmp_path / "renamed"
+    for character in COLOURS:
+        (renamed / character).mkdir(parents=True)
+        for k, path in enumerate(sorted((sets["base"] / character).iterdir())):
+            Image.open(path).save(renamed / character / f"other_{k}.png")
+    unpaired = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out2", baseline_dir=renamed,
+                              config=config).evaluation["metrics"]["character_similarity"]
+    assert unpaired["difference_method"] == "unpaired" and unpaired["pairs"] is None
+
+
+# --- folders that are no character; characters defined by references.yaml -------------------------------------
+
+
+def test_dropped_and_underscore_folders_are_skipped_with_a_warning(sets, tmp_path):
+    crops = tmp_path / "crops"
+    for name in ("ruby", "cobalt", "dropped", "_tmp"):
+        (crops / name).mkdir(parents=True)
+    for character in COLOURS:
+        for path in (sets["crops"] / character).iterdir():
+            Image.open(path).save(crops / character / path.name)
+    Image.new("RGB", (96, 96), (0, 0, 0)).save(crops / "dropped" / "x.jpg")
+    Image.new("RGB", (96, 96), (0, 0, 0)).save(crops / "_tmp" / "y.jpg")
+    (sets["refs"] / "dropped").mkdir()
+    Image.new("RGB", (96, 96), (9, 9, 9)).save(sets["refs"] / "dropped" / "z.png")
+    (sets["finetuned"] / ".cache").mkdir()
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", training_crops_dir=crops,
+                            config=parse_config({"evaluation": {"bootstrap_samples": 100}}))
+    doc = result.evaluation
+    assert doc["reference_characters"] == ["cobalt", "ruby"]  # dropped/ is not a character
+    warnings = "\n".join(doc["warnings"])
+    for folder in ("dropped", "_tmp", ".cache"):
+        assert f"{folder} (" in warnings, folder
+    assert doc["metrics"]["memorisation"]["finetuned"]["n"] == 8
+
+
+def _yaml_only_references(sets, tmp_path):
+    """ruby defined by frame regions of a video in references.yaml; cobalt by image files."""
+    import av
+
+    video = tmp_path / "clip.mp4"
+    rng = np.random.default_rng(4)
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 192, 96, "yuv420p"
+        for _ in range(4):
+            frame = np.concatenate([np.asarray(_character_image(COLOURS["ruby"], rng)),
+                                    np.asarray(_scene_image(rng))], axis=1)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    for path in (sets["refs"] / "ruby").iterdir():
+        path.unlink()
+    (sets["refs"] / "ruby" / "references.yaml").write_text(
+        "- {frame_index: 0, bbox: [0, 0, 96, 96]}\n- {frame_index: 2, bbox: [0, 0, 96, 96]}\n")
+    return video
+
+
+def test_references_yaml_only_character_needs_the_video_and_works_with_it(sets, tmp_path, capsys):
+    video = _yaml_only_references(sets, tmp_path)
+    with pytest.raises(InputError, match="references.yaml.*--video"):
+        run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out")
+    base = ["evaluate", "--images", str(sets["finetuned"]), "--references", str(sets["refs"]),
+            "--baseline-images", str(sets["base"]), "--training-crops", str(sets["crops"])]
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("evaluation:\n  bootstrap_samples: 100\n  min_character_similarity: 0.5\n")
+    no_video = _parser().parse_args([*base, "--out", str(tmp_path / "o1"), "--config", str(config)])
+    with pytest.raises(InputError, match="no --video"):
+        no_video.func(no_video)
+    (sets["refs"] / "dropped").mkdir()
+    args = _parser().parse_args([*base, "--out", str(tmp_path / "o2"), "--config", str(config),
+                                 "--video", str(video), "--max-near-copy-rate", "1.0"])
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    doc = json.loads((tmp_path / "o2" / "evaluation.json").read_text())
+    assert doc["reference_characters"] == ["cobalt", "ruby"]
+    assert doc["models"]["finetuned"]["references_per_character"] == {"cobalt": 3, "ruby": 2}
+    assert doc["inputs"]["references"] == str(tmp_path / "o2" / "references")
+    assert sorted(p.name for p in (tmp_path / "o2" / "references" / "ruby").iterdir()) == ["ref_000.png",
+                                                                                         "ref_001.png"]
+    ruby = doc["metrics"]["character_similarity"]["finetuned"]["per_character"]["ruby"]["mean"]
+    assert ruby > doc["metrics"]["character_similarity"]["base"]["per_character"]["ruby"]["mean"]
+    assert doc["gate"]["max_near_copy_rate"] == 1.0 and summary["gate_status"] == doc["gate"]["status"]
+    assert any("dropped" in w for w in summary["warnings"])

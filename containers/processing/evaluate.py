@@ -13,7 +13,9 @@ Processing layout (``<root>`` is ``/opt/ml/processing`` unless moved):
   ``training_log.jsonl``, ``training_config.json``);
 - ``<root>/input/base_model/`` (``--finetune-backend sagemaker``): the diffusers Stable Diffusion XL folder the
   LoRA was trained on (the same S3 prefix as the training job's ``base_model`` channel);
-- ``<root>/output/evaluation/``: ``evaluation.json`` (the pipeline's PropertyFile), ``report.html`` and, for
+- ``<root>/output/evaluation/``: ``evaluation.json`` (the pipeline's PropertyFile; CheckQuality reads
+  ``gate.status``, decided here with the thresholds ``--min-character-similarity``, ``--min-improvement`` and
+  ``--max-near-copy-rate``: the pipeline parameters), ``report.html`` and, for
   the ``sagemaker`` backend, ``loss_curve.png``;
 - ``<root>/work/``: scratch space for generated or downloaded images and the extracted model.
 
@@ -93,7 +95,8 @@ def skipped_document(reason: str, **inputs: Any) -> dict[str, Any]:
 
     return {"status": "skipped", "reason": reason, "created_at": datetime.now(timezone.utc).isoformat(),
             "inputs": inputs, "metrics": None,
-            "gate": {"passed": False, "reason": reason}}
+            "gate": {"status": "inconclusive", "passed": False, "reason": reason, "reasons": [reason],
+                     "summary": f"Quality gate inconclusive: nothing was scored ({reason}).", "criteria": []}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                              "<root>/input/base_model, generated here) or bedrock (Nova Canvas; the default)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="sagemaker backend: where to generate (auto: cuda when available)")
+    parser.add_argument("--min-character-similarity", default=None,
+                        help="gate threshold (the MinCharacterSimilarity parameter); overrides "
+                             "evaluation.min_character_similarity")
+    parser.add_argument("--min-improvement", default=None,
+                        help="gate threshold (MinImprovementOverBase); overrides evaluation.min_improvement")
+    parser.add_argument("--max-near-copy-rate", default=None,
+                        help="gate threshold (MaxNearCopyRate); overrides evaluation.max_near_copy_rate")
     parser.add_argument("--model-data-url", default=None,
                         help="sagemaker backend: the model.tar.gz URI (ModelArtifacts.S3ModelArtifacts), recorded in "
                              "evaluation.json")
@@ -122,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_step_config(root / "input" / "config", {
         "embeddings.titan_model_id": optional(args.embedding_model_id),
         "evaluation.base_model_id": optional(args.base_model_id),
+        "evaluation.min_character_similarity": optional(args.min_character_similarity),
+        "evaluation.min_improvement": optional(args.min_improvement),
+        "evaluation.max_near_copy_rate": optional(args.max_near_copy_rate),
     })
     out_dir = root / "output" / "evaluation"
     references = root / "input" / "references"
@@ -176,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     model = result.evaluation.get("model") or {}
     print(json.dumps({"evaluation": str(result.evaluation_path), "finetuned": cs["finetuned"]["mean"],
                       "base": (cs.get("base") or {}).get("mean"), "improvement": cs.get("improvement"),
+                      "gate": result.status, "gate_summary": result.evaluation["gate"]["summary"],
                       "stand_in": model.get("stand_in"), "warnings": result.warnings}, indent=1, default=str))
     return 0
 

@@ -4,7 +4,8 @@
 
     storyboard evaluate --images DIR --references DIR --out DIR
                         [--baseline-images DIR] [--training-crops DIR] [--calibration-crops DIR]
-                        [--config pipeline.yaml]
+                        [--video VIDEO ...] [--min-character-similarity X] [--min-improvement X]
+                        [--max-near-copy-rate X] [--config pipeline.yaml]
     storyboard generate --out DIR (--model-id ID_OR_ARN | --from-folder DIR)
                         [--character NAME ...] [--config pipeline.yaml]
 """
@@ -33,6 +34,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="training crops (crops.jsonl folder, DIR/<character>/ or flat) for memorisation")
     ev.add_argument("--calibration-crops", type=Path,
                     help="held-out real crops DIR/<character>/ and DIR/_background/ for the calibration band")
+    ev.add_argument("--video", action="append", dest="videos", type=Path, default=[],
+                    help="input video (repeatable; the first is the default video of frame references): "
+                         "characters defined by DIR/<character>/references.yaml are cropped from it into "
+                         "OUT/references/<character>/ and scored against those crops")
+    ev.add_argument("--min-character-similarity", type=float,
+                    help="gate: overrides evaluation.min_character_similarity")
+    ev.add_argument("--min-improvement", type=float, help="gate: overrides evaluation.min_improvement")
+    ev.add_argument("--max-near-copy-rate", type=float, help="gate: overrides evaluation.max_near_copy_rate")
     ev.add_argument("--config", type=Path, help="pipeline.yaml (evaluation and embeddings settings)")
     ev.set_defaults(func=run_evaluate)
 
@@ -50,13 +59,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=run_generate)
 
 
+def resolve_references(references: Path, out: Path, config: object, videos: list[Path]) -> tuple[Path, list[str]]:
+    """The references folder to score against, and warnings.
+
+    Where a character folder of ``references`` holds ``references.yaml`` (regions of video frames,
+    :mod:`steps.references`), every character is resolved with :func:`steps.references.load_references` (its
+    image files and its frame regions, cropped from the video named in the entry or the first ``videos``) and
+    written to ``out/references/<character>/ref_<k>.png``, which is returned. Otherwise ``references`` itself.
+    Folders that are no character (``dropped/``, names starting with ``.`` or ``_``) are left out with a warning.
+
+    Raises:
+        steps.errors.InputError: a frame region names no video and no ``--video`` was given, or another
+            reference problem (:func:`steps.references.load_references`).
+    """
+    import shutil
+    import tempfile
+
+    from evaluation.evaluate import REFERENCES_YAML, _skip_reason
+
+    if not references.is_dir():
+        return references, []
+    folders = sorted(p for p in references.iterdir() if p.is_dir())
+    if not any((p / REFERENCES_YAML).is_file() for p in folders):
+        return references, []
+    from steps.references import load_references, write_reference_images
+
+    warnings: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        view = Path(tmp) / "characters"
+        view.mkdir()
+        for folder in folders:
+            skip = _skip_reason(folder.name)
+            if skip:
+                warnings.append(f"references: skipped folder {folder} ({skip})")
+                continue
+            (view / folder.name).symlink_to(folder.resolve(), target_is_directory=True)
+        found = load_references(config.model_copy(update={"characters": []}), view,  # type: ignore[attr-defined]
+                                [str(v) for v in videos])
+    resolved = out / "references"
+    if resolved.exists():
+        shutil.rmtree(resolved)
+    write_reference_images(found, resolved)
+    return resolved, warnings
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``storyboard evaluate``: returns 0 (the gate's verdict is in evaluation.json, not the exit code)."""
+    """``storyboard evaluate``: returns 0 (the gate's status is in evaluation.json, not the exit code)."""
     from evaluation.evaluate import run_evaluation
     from pipeline.config import load_config
 
     config = load_config(args.config)
-    result = run_evaluation(args.images, args.references, args.out, baseline_dir=args.baseline_images,
+    overrides = {key: value for key, value in (("min_character_similarity", args.min_character_similarity),
+                                               ("min_improvement", args.min_improvement),
+                                               ("max_near_copy_rate", args.max_near_copy_rate)) if value is not None}
+    if overrides:
+        from evaluation.config import EvaluationConfig
+
+        evaluation = EvaluationConfig.model_validate({**config.evaluation.model_dump(), **overrides})
+        config = config.model_copy(update={"evaluation": evaluation})
+    references, notes = resolve_references(args.references, args.out, config, list(args.videos or []))
+    result = run_evaluation(args.images, references, args.out, baseline_dir=args.baseline_images,
                             training_crops_dir=args.training_crops, calibration_dir=args.calibration_crops,
                             config=config)
     cs = result.evaluation["metrics"]["character_similarity"]
@@ -67,7 +129,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                  "base": cs["base"]["mean"] if cs["base"] else None,
                                  "improvement": cs["improvement"]},
         "gate_passed": result.passed,
-        "warnings": result.warnings,
+        "gate_status": result.status,
+        "gate_summary": result.evaluation["gate"]["summary"],
+        "warnings": notes + result.warnings,
     }
     print(json.dumps(summary, indent=2), file=sys.stdout)
     return 0
