@@ -485,7 +485,7 @@ def _gate_steps(ctx: _Context, finetune: Any, evaluate: Any, report: Any, regist
         description="The quality gate failed (a figure is short of its threshold) or is inconclusive (a figure "
                     "could not be measured); the message gives the figures, the thresholds and why.",
         error_message=Join(on="", values=[
-            "Model not registered: the quality gate is ", status, ". ", summary,
+            "Model not registered (quality gate: ", status, "). ", summary,
             " Thresholds: MinCharacterSimilarity ", p[P.MIN_SIMILARITY], ", MinImprovementOverBase ",
             p[P.MIN_IMPROVEMENT], ", MaxNearCopyRate ", p[P.MAX_NEAR_COPY_RATE], ". Report: ", evaluation_uri]),
     )
