@@ -5,7 +5,8 @@ container both call it. It writes, into ``out_dir``:
 
 - ``frames.jsonl``: every sampled frame, kept or not, with its detections (DESIGN §4);
 - ``crops/<crop_id>.jpg``: crops that passed the size and quality filters (duplicates included, marked
-  in the metadata), ``crops/dropped/<crop_id>.jpg`` for the others at source resolution;
+  in the metadata), ``crops/dropped/<crop_id>.jpg`` for the others at source resolution, and
+  ``crops/frames/<crop_id>.jpg`` for every crop: its frame, 320 px wide, detection and crop region drawn;
 - ``crops.jsonl``: one :class:`~steps.records.CropRecord` per crop, kept or dropped, with the reason;
 - ``embeddings.npz``: ``crop_ids`` and ``embeddings`` of the crops that passed the filters, so the
   CaptionImages step can de-duplicate across shards without recomputing them;
