@@ -32,6 +32,7 @@ from PIL import Image
 from pipeline.config import NOVA_CANVAS_MIN_RECORDS, StoryboardConfig
 from steps.bedrock_validation import LocalImageProbe, validate_training_rows
 from steps.captions import Captioner, CaptionRequest, make_captioner
+from steps.crops import shot_scale
 from steps.dedup import deduplicate
 from steps.errors import InputError, TooFewRecordsError
 from steps.extract import load_embeddings, prepare_out_dir
@@ -47,11 +48,14 @@ CAPTION_OUTPUTS = ("manifest.jsonl", "train.jsonl", "summary.json", "report.html
 
 
 def _scene_words(record: CropRecord, frame_height: int | None) -> str:
-    """A few scene words for template captions: shot scale from the box height, light from luma."""
+    """A few scene words for template captions: the crop's shot scale (``record.shot_scale``, from
+    ExtractFrames; for older records without it, :func:`steps.crops.shot_scale` of the box in a picture
+    ``frame_height`` px high), and light from the crop's mean luma (< 80 dim, > 170 bright)."""
     words = []
-    if frame_height:
-        share = record.bbox[3] / frame_height
-        words.append("close-up" if share > 0.6 else "medium shot" if share > 0.3 else "wide shot")
+    if record.shot_scale:
+        words.append(record.shot_scale)
+    elif frame_height:
+        words.append(shot_scale(record.bbox, (0, 0, 1, frame_height)))
     if record.mean_luma < 80:
         words.append("in dim light")
     elif record.mean_luma > 170:
@@ -140,10 +144,11 @@ def run_caption(extract_dirs: Sequence[str | Path], out_dir: str | Path, config:
     kept = [r for r in records if r.kept and r.path]
     if not in_place:
         for rec in records:
-            if rec.path:
-                target = out / rec.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(roots[rec.crop_id] / rec.path, target)
+            for rel in (rec.path, rec.frame_path):  # the crop, and its frame thumbnail for the report
+                if rel and (roots[rec.crop_id] / rel).is_file():
+                    target = out / rel
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(roots[rec.crop_id] / rel, target)
 
     names = sorted({r.character for r in records})
     funnel = _funnel(records, names)

@@ -22,8 +22,24 @@ import numpy as np
 from pipeline.config import CropConfig
 from steps.records import BBox
 
+SHOT_SCALES = (("close-up", 0.7), ("medium shot", 0.4), ("full shot", 0.0))
+"""Shot scale by the character box's height as a share of the picture's height: at least 0.7 a close-up
+(head and shoulders fill the picture), at least 0.4 a medium shot, below that a full shot."""
 
-def crop_box(bbox: BBox, bounds: BBox, aspect_ratio: float = 1.0, padding: float = 0.15) -> BBox:
+
+def shot_scale(bbox: BBox, bounds: BBox) -> str:
+    """``"close-up"``, ``"medium shot"`` or ``"full shot"`` for a character box ``(x, y, w, h)`` in a picture
+    ``bounds`` ``(x, y, w, h)``, both in source pixels (:data:`SHOT_SCALES`). A box cut by the picture's bottom
+    edge (within 2 px) shows no whole figure, so it is at least a medium shot."""
+    share = float(bbox[3]) / max(1.0, float(bounds[3]))
+    scale = next(name for name, floor in SHOT_SCALES if share >= floor)
+    if scale == "full shot" and float(bbox[1]) + float(bbox[3]) >= float(bounds[1]) + float(bounds[3]) - 2:
+        return "medium shot"
+    return scale
+
+
+def crop_box(bbox: BBox, bounds: BBox, aspect_ratio: float = 1.0, padding: float = 0.15,
+             keep_top: bool = True) -> BBox:
     """The crop region for a detection, in source pixels.
 
     Args:
@@ -31,11 +47,14 @@ def crop_box(bbox: BBox, bounds: BBox, aspect_ratio: float = 1.0, padding: float
         bounds: the picture ``(x, y, w, h)`` the crop must stay inside (content box).
         aspect_ratio: width / height of the crop, > 0.
         padding: added on each side as a fraction of the box's width and height (>= 0).
+        keep_top: where the crop cannot hold the whole padded box vertically (a close-up taller than the
+            picture allows at this aspect ratio), keep the box's top, where a character's head is, with a
+            margin of ``min(padding * h, 0.1 * crop height)`` above it, instead of its centre.
 
     Returns:
         ``(x, y, w, h)`` with ``w / h`` equal to ``aspect_ratio`` (to the pixel), inside ``bounds``:
-        shifted inwards where it would cross an edge, and shrunk (around the box's centre) only when it
-        is larger than ``bounds`` itself.
+        shifted inwards where it would cross an edge, and shrunk only when it is larger than ``bounds``
+        itself (vertically around the box's top with ``keep_top``, else around its centre).
 
     Raises:
         ValueError: non-positive sizes or aspect ratio.
@@ -54,8 +73,11 @@ def crop_box(bbox: BBox, bounds: BBox, aspect_ratio: float = 1.0, padding: float
     # Shrink to fit the picture, keeping the aspect ratio.
     scale = min(1.0, bw / pw, bh / ph)
     pw, ph = pw * scale, ph * scale
+    top = cy - ph / 2
+    if keep_top and ph < h * (1 + 2 * padding) - 1e-6:  # the padded box's height does not fit: keep the head
+        top = y - min(padding * h, 0.1 * ph)
     left = min(max(cx - pw / 2, bx), bx + bw - pw)
-    top = min(max(cy - ph / 2, by), by + bh - ph)
+    top = min(max(top, by), by + bh - ph)
     return (int(round(left)), int(round(top)), max(1, int(round(pw))), max(1, int(round(ph))))
 
 
@@ -81,6 +103,7 @@ class CropResult:
         sharpness, mean_luma: measured at source resolution.
         dropped_reason: ``too_small``, ``blurred``, ``too_dark``, ``too_bright`` or ``None``.
         detail: a sentence explaining the drop, with the measured value and the limit.
+        shot_scale: ``close-up``, ``medium shot`` or ``full shot`` (:func:`shot_scale`).
     """
 
     image: np.ndarray | None
@@ -90,12 +113,14 @@ class CropResult:
     mean_luma: float
     dropped_reason: str | None = None
     detail: str | None = None
+    shot_scale: str = ""
 
 
 def make_crop(frame: np.ndarray, bbox: BBox, bounds: BBox, config: CropConfig) -> CropResult:
     """Cut, check and resize the crop of detection ``bbox`` from ``frame`` (``(H, W, 3)`` uint8 RGB).
 
-    The shorter side is brought to at least ``config.min_side_px`` (upscaled with Lanczos by at most
+    The crop keeps the top of the box (the head) where it cannot hold all of it (:func:`crop_box`). The
+    shorter side is brought to at least ``config.min_side_px`` (upscaled with Lanczos by at most
     ``config.max_upscale``) and the longer side to at most ``config.max_side_px`` (area downscaling).
     """
     box = crop_box(bbox, bounds, config.aspect_ratio, config.padding)
@@ -109,7 +134,7 @@ def make_crop(frame: np.ndarray, bbox: BBox, bounds: BBox, config: CropConfig) -
         scale = config.min_side_px / short
     if long_ * scale > config.max_side_px:
         scale = config.max_side_px / long_
-    result = CropResult(None, box, scale, sharp, luma)
+    result = CropResult(None, box, scale, sharp, luma, shot_scale=shot_scale(bbox, bounds))
     if scale > config.max_upscale + 1e-9:
         result.dropped_reason = "too_small"
         result.detail = (f"crop is {w}x{h} px; reaching the {config.min_side_px} px minimum side needs x{scale:.2f}, "

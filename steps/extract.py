@@ -5,7 +5,8 @@ container both call it. It writes, into ``out_dir``:
 
 - ``frames.jsonl``: every sampled frame, kept or not, with its detections (DESIGN §4);
 - ``crops/<crop_id>.jpg``: crops that passed the size and quality filters (duplicates included, marked
-  in the metadata), ``crops/dropped/<crop_id>.jpg`` for the others at source resolution;
+  in the metadata), ``crops/dropped/<crop_id>.jpg`` for the others at source resolution, and
+  ``crops/frames/<crop_id>.jpg`` for every crop: its frame, 320 px wide, detection and crop region drawn;
 - ``crops.jsonl``: one :class:`~steps.records.CropRecord` per crop, kept or dropped, with the reason;
 - ``embeddings.npz``: ``crop_ids`` and ``embeddings`` of the crops that passed the filters, so the
   CaptionImages step can de-duplicate across shards without recomputing them;
@@ -194,6 +195,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     frames_with: Counter[str] = Counter()
     ext = "png" if crop_cfg.image_format == "png" else "jpg"
     (out / "crops" / "dropped").mkdir(parents=True, exist_ok=True)
+    (out / "crops" / "frames").mkdir(parents=True, exist_ok=True)
 
     with atomic_open(out / "frames.jsonl", "w") as frames_log:
         for info in infos:
@@ -302,8 +304,10 @@ def _crop_detections(frame: SampledFrame, detections: list[Detection], config: S
                          timestamp_s=round(frame.timestamp_s, 4), character=det.character,
                          bbox=[int(v) for v in det.bbox], crop_box=[int(v) for v in result.box],
                          score=round(float(det.score), 4), sharpness=round(result.sharpness, 2),
-                         mean_luma=round(result.mean_luma, 2), dropped_reason=result.dropped_reason,
-                         detail=result.detail)
+                         mean_luma=round(result.mean_luma, 2), shot_scale=result.shot_scale,
+                         dropped_reason=result.dropped_reason, detail=result.detail)
+        rec.frame_path = f"crops/frames/{crop_id}.jpg"
+        write_bytes(out / rec.frame_path, _frame_thumbnail(frame.image, det.bbox, result.box))
         if result.image is None:
             x, y, w, h = result.box
             data = encode_image(np.ascontiguousarray(frame.image[y:y + h, x:x + w]), max_bytes=10_000_000,
@@ -322,6 +326,24 @@ def _crop_detections(frame: SampledFrame, detections: list[Detection], config: S
             embedded.add(crop_id, result.image)
         records.append(rec)
     return records
+
+
+FRAME_THUMB_WIDTH = 320
+"""Width in pixels of the frame thumbnails beside each crop in the report."""
+
+
+def _frame_thumbnail(image: np.ndarray, bbox: BBox, box: BBox) -> bytes:
+    """JPEG bytes of the frame ``image`` (``(H, W, 3)`` uint8 RGB) scaled to :data:`FRAME_THUMB_WIDTH` px
+    wide, with the crop region ``box`` drawn in yellow and the detection ``bbox`` in red (both ``(x, y, w, h)``
+    in source pixels)."""
+    scale = FRAME_THUMB_WIDTH / image.shape[1]
+    size = (FRAME_THUMB_WIDTH, max(1, round(image.shape[0] * scale)))
+    thumb = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    for (x, y, w, h), colour in ((bbox, (255, 60, 60)), (box, (255, 220, 0))):
+        top_left = (round(x * scale), round(y * scale))
+        bottom_right = (max(0, round((x + w) * scale) - 1), max(0, round((y + h) * scale) - 1))
+        cv2.rectangle(thumb, top_left, bottom_right, colour, 2)
+    return encode_image(thumb, max_bytes=1_000_000, image_format="jpeg", jpeg_quality=80).data
 
 
 def _dumps(row: dict[str, Any]) -> str:

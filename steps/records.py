@@ -79,6 +79,10 @@ class CropRecord:
         upscaled: the crop was enlarged by ``scale`` (> 1) to reach the minimum side.
         sharpness: variance of the Laplacian of the crop; mean_luma: mean luma in [0, 255].
         dedup_group: id of the near-duplicate group (the kept crop's id), or ``None``.
+        shot_scale: ``close-up``, ``medium shot`` or ``full shot``, from the box's height in the picture
+            (``steps.crops.shot_scale``); ``None`` in records written before it was recorded.
+        frame_path: thumbnail of the whole frame with the crop region (yellow) and the detection (red)
+            drawn, relative to the output folder (``crops/frames/<crop_id>.jpg``), for the report.
         dropped_reason: why the crop was dropped (``too_small``, ``blurred``, ``too_dark``,
             ``too_bright``, ``duplicate``), or ``None`` for a kept crop.
     """
@@ -101,6 +105,8 @@ class CropRecord:
     dedup_group: str | None = None
     duplicate_of: str | None = None
     similarity: float | None = None
+    shot_scale: str | None = None
+    frame_path: str | None = None
     dropped_reason: str | None = None
     detail: str | None = None
 

@@ -62,12 +62,15 @@ def _timeline_png(frames_jsonl: Path, min_score: float | None) -> str | None:
 
 def write_prepare_report(out: Path, records: Sequence[CropRecord], labelling: Sequence[dict[str, Any]],
                          summary: dict[str, Any]) -> Path:
-    """Render ``out/report.html`` (atomically) and return its path."""
+    """Render ``out/report.html`` (atomically) and return its path. Every crop on a contact sheet (kept,
+    dropped, duplicate groups) is shown beside the thumbnail of its frame (``CropRecord.frame_path``, the
+    detection and crop region drawn) where the record has one."""
     by_id = {r.crop_id: r for r in records}
     kept: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}
     for row in labelling:
         rec = by_id[row["crop_id"]]
-        kept[row["character"]].append({**row, "path": rec.path, "video_name": Path(rec.video).name})
+        kept[row["character"]].append({**row, "path": rec.path, "video_name": Path(rec.video).name,
+                                       "frame_path": rec.frame_path, "shot_scale": rec.shot_scale})
     dropped = {n: [r for r in records if r.character == n and r.dropped_reason and r.dropped_reason != "duplicate"]
                for n in summary["characters"]}
     groups: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}

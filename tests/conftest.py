@@ -1,20 +1,36 @@
-"""Shared fixtures: the real media beside the project (skipped where absent)."""
+"""Shared fixtures: the real media beside the project (skipped where absent, except in CI)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from storyboard_testutil import MEDIA
 
 
+def media_required() -> bool:
+    """Whether missing media is a failure: under ``STORYBOARD_REQUIRE_MEDIA=1`` (``.ci/run``) or ``CI=true``."""
+    return os.environ.get("STORYBOARD_REQUIRE_MEDIA") == "1" or os.environ.get("CI", "").lower() == "true"
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
-    """``../shared/media``; tests that use it are skipped where it is absent."""
+    """``../shared/media``, the one media fixture. Where it is absent, tests that use it are skipped on a
+    developer's machine and fail in CI (:func:`media_required`), so CI cannot pass without running them."""
     if not (MEDIA / "labels.json").is_file():
+        if media_required():
+            pytest.fail(f"{MEDIA} is absent and STORYBOARD_REQUIRE_MEDIA=1 or CI=true: the real-media tests "
+                        f"must run in CI", pytrace=False)
         pytest.skip("../shared/media is absent")
     return MEDIA
+
+
+@pytest.fixture(scope="session")
+def boxes(media: Path) -> dict:
+    """``boxes.json``: hand-labelled character boxes (``[x, y, w, h]`` source pixels) per labelled second."""
+    return json.loads((media / "boxes.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import CropConfig
-from steps.crops import crop_box, make_crop
+from steps.caption import _scene_words
+from steps.crops import crop_box, make_crop, shot_scale
 from steps.dedup import deduplicate
-from steps.records import Detection, SampledFrame
+from steps.records import CropRecord, Detection, SampledFrame
 from steps.temporal import Scored, smooth_in_shots
 
 
@@ -28,6 +29,42 @@ def test_crop_box_keeps_aspect_and_stays_inside(bbox, bounds, aspect):
 def test_crop_box_contains_the_padded_detection_when_there_is_room():
     x, y, w, h = crop_box((300, 100, 80, 120), (0, 0, 1280, 720), 1.0, padding=0.15)
     assert x <= 300 - 12 and y <= 100 - 18 and x + w >= 380 + 12 and y + h >= 220 + 18
+
+
+def test_a_figure_taller_than_the_crop_can_be_keeps_its_head():
+    # A standing figure in a portrait (vertical) 720x1280 picture, square crops: the padded box (1,430 px a
+    # side) does not fit the 720 px width, so the crop is shrunk to 720x720. Keeping the box's centre would
+    # cut the head (y 100..250) off; the policy keeps the top, with 0.1 of the crop height above the head.
+    bbox, bounds = (160, 100, 400, 1100), (0, 0, 720, 1280)
+    assert crop_box(bbox, bounds, 1.0, padding=0.15) == (0, 28, 720, 720)
+    x, y, w, h = crop_box(bbox, bounds, 1.0, padding=0.15, keep_top=False)
+    assert (w, h) == (720, 720) and y > 250  # centred: the head is outside
+    # Where the padded box fits, the policy changes nothing (centred, as before).
+    assert crop_box((300, 100, 80, 120), (0, 0, 1280, 720), 1.0, 0.15) == \
+        crop_box((300, 100, 80, 120), (0, 0, 1280, 720), 1.0, 0.15, keep_top=False)
+
+
+@pytest.mark.parametrize("bbox, bounds, expected", [
+    ((300, 58, 300, 340), (0, 58, 848, 363), "close-up"),      # 94% of the picture's height
+    ((300, 100, 150, 200), (0, 58, 848, 363), "medium shot"),  # 55%
+    ((300, 100, 60, 100), (0, 58, 848, 363), "full shot"),     # 28%, whole figure inside
+    ((300, 321, 60, 100), (0, 58, 848, 363), "medium shot"),   # 28% but cut by the bottom edge
+])
+def test_shot_scale_from_the_box_height_in_the_picture(bbox, bounds, expected):
+    assert shot_scale(bbox, bounds) == expected
+
+
+def test_template_captions_say_the_recorded_shot_scale_never_wide_shot_for_a_close_up():
+    def record(bbox, scale=None):
+        return CropRecord(crop_id="c", video="v.mp4", frame_index=0, timestamp_s=0.0, character="sintel",
+                          bbox=list(bbox), crop_box=list(bbox), score=0.9, mean_luma=120.0, shot_scale=scale)
+    assert _scene_words(record((0, 0, 100, 100), "close-up"), 480) == "close-up"
+    # Older records (no shot_scale) fall back to the same rule on the frame height.
+    assert _scene_words(record((300, 10, 300, 400)), 480) == "close-up"
+    assert _scene_words(record((300, 10, 60, 100)), 480) == "full shot"
+    frame = _textured(480, 848)
+    res = make_crop(frame, (300, 40, 300, 420), (0, 0, 848, 480), CropConfig())
+    assert res.shot_scale == "close-up"
 
 
 def _textured(h: int, w: int, seed: int = 0) -> np.ndarray:

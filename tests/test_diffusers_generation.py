@@ -177,8 +177,7 @@ def _root(tmp_path: Path, tiny_base: Path | None, archive: Path | None) -> Path:
     return root
 
 
-@pytest.mark.skipif(not REFERENCES.is_dir(), reason=f"reference images not found at {REFERENCES}")
-def test_evaluate_entry_point_scores_base_and_lora_on_the_stand_in(tiny_base, lora_archive, tmp_path, capsys):
+def test_evaluate_entry_point_scores_base_and_lora_on_the_stand_in(media, tiny_base, lora_archive, tmp_path, capsys):
     from containers.processing import evaluate
     from evaluation.evaluate import validate_evaluation
 

@@ -3,7 +3,7 @@ right character from the other one, and ``storyboard evaluate`` must write a val
 
 The character boxes in tests/data/eval_crops.json were drawn by hand on frames at seconds that labels.json
 marks ``present`` and that differ from the reference frames; background windows come from seconds with no
-character. Skipped when the media folder is absent.
+character. Skipped when the media folder is absent, failed in CI (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from storyboard_testutil import MEDIA
 
 REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO.parent / "shared" / "media"
 BOXES = REPO / "tests" / "data" / "eval_crops.json"
 
-pytestmark = pytest.mark.skipif(not (MEDIA / "labels.json").is_file(), reason=f"test media not found at {MEDIA}")
+pytestmark = pytest.mark.usefixtures("media")  # conftest: skipped without ../shared/media, failed in CI
 
 
 def _frames(clip: Path, seconds: set[int]) -> dict[int, np.ndarray]:
@@ -53,7 +53,7 @@ def _background_windows(frame: np.ndarray, rows: tuple[int, int]) -> list[np.nda
 
 
 @pytest.fixture(scope="module")
-def real_crops() -> dict:
+def real_crops(media: Path) -> dict:
     """Crops per character and background windows per clip, cut from the clips at the labelled seconds."""
     spec = json.loads(BOXES.read_text())
     labels = json.loads((MEDIA / "labels.json").read_text())["clips"]

@@ -105,7 +105,19 @@ def test_the_demo_produces_a_valid_training_set_from_the_sample_clip(tmp_path, c
     assert summary["records"] == len(train) and summary["validation"]["ok"]
     assert summary["funnel"]["bunny"]["kept"] == len(train)
     html = (out / "report.html").read_text()
-    assert "Training set" in html and html.count('class="card"') >= len(train)
+    assert "Training set" in html and html.count('class="card') >= len(train)
+    # Every crop on the contact sheets is shown beside its frame, the detection and crop region drawn.
+    crops = [json.loads(line) for line in (out / "crops.jsonl").read_text().splitlines()]
+    for row in crops:
+        assert row["shot_scale"] in ("close-up", "medium shot", "full shot")
+        assert f'src="{row["frame_path"]}"' in html, row["crop_id"]
+        with Image.open(out / row["frame_path"]) as thumb:
+            assert thumb.size == (320, 180)  # the 1280x720 frame, scaled
+            pixels = np.asarray(thumb.convert("RGB")).astype(int)
+        x, y, w, h = (round(v / 4) for v in row["crop_box"])  # the crop region's outline is yellow
+        edge = pixels[min(y + 1, 179), x + w // 2]
+        assert edge[0] > 180 and edge[1] > 160 and edge[2] < 120, (row["crop_id"], edge)
+    assert all(r["caption"].startswith("Bunny, ") and "wide shot" not in r["caption"] for r in train)
     # Every kept crop is a real picture of the required size.
     for row in train:
         with Image.open(out / row["image-ref"]) as img:

@@ -17,7 +17,6 @@ from steps.errors import InputError
 from steps.image_payload import encode_image
 from steps.records import Detection, SampledFrame
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 LABELS = ["Person", "Animal", "Mammal", "Cartoon", "Toy", "Face", "Rabbit", "Bird"]
 
 
@@ -203,19 +202,18 @@ def _decode_frame(path: Path, index: int) -> np.ndarray:
     raise AssertionError(f"{path} has fewer than {index + 1} frames")
 
 
-@pytest.mark.skipif(not (MEDIA / "clips" / "bbb_30s.mp4").is_file(), reason="shared/media is absent")
-def test_bunny_box_in_real_frame_maps_to_bunny_and_source_pixels(rekognition):
+def test_bunny_box_in_real_frame_maps_to_bunny_and_source_pixels(media, rekognition):
     from steps.rekognition import RekognitionDetector
 
     client, stubber, sent = rekognition
     # Second 5 of bbb_30s (frame 125 at 25 fps): the bunny stands at x 135..300, y 30..310 of 640x360.
-    picture = _decode_frame(MEDIA / "clips" / "bbb_30s.mp4", 125)
+    picture = _decode_frame(media / "clips" / "bbb_30s.mp4", 125)
     assert picture.shape == (360, 640, 3)
     # Put it in a letterboxed 640x480 frame, as a 4:3 master would carry it: content box (0, 60, 640, 360).
     image = np.zeros((480, 640, 3), np.uint8)
     image[60:420] = picture
     frame = SampledFrame("bbb_30s.mp4", 125, 5.0, image, (0, 60, 640, 360))
-    references = {name: [_read_rgb(p) for p in sorted((MEDIA / "references" / name).glob("*.png"))]
+    references = {name: [_read_rgb(p) for p in sorted((media / "references" / name).glob("*.png"))]
                   for name in ("bunny", "sintel")}
     assert all(references.values())
 

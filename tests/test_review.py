@@ -39,8 +39,6 @@ from steps.review import (
     serve_local_review,
 )
 
-MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
-
 
 def _image(path: Path, size: tuple[int, int] = (512, 512), seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,9 +172,8 @@ def test_local_human_review_fails_clearly(tmp_path, config):
         CALLBACK_HANDLERS["HumanReview"]({"ManifestUri": str(tmp_path / "nope.jsonl")}, tmp_path / "r", config)
 
 
-@pytest.mark.skipif(not MEDIA.is_dir(), reason="../shared/media is absent")
-def test_policy_on_real_reference_crops(tmp_path):
-    refs = sorted((MEDIA / "references").glob("*/*.png"))
+def test_policy_on_real_reference_crops(media, tmp_path):
+    refs = sorted((media / "references").glob("*/*.png"))
     rows = [{"image_ref": str(p), "alt_text": f"{p.parent.name.capitalize()} in a scene from the film",
              "character": p.parent.name} for p in refs]
     decisions = AutoReviewPolicy(probe=LocalImageProbe()).review(rows)
