@@ -40,3 +40,17 @@ def write_random_lora(base: Path, folder: Path, seed: int = 0, rank: int = 4) ->
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=state)
     return folder
+
+
+def fake_gate(args: list[str], *, similarity: float, improvement: float | None, base: float | None,
+              near_copy_rate: float | None) -> dict:
+    """The gate block the real Evaluate step writes: the real decision, with the thresholds from its arguments
+    (``--min-character-similarity=X`` and so on), for tests whose fake Evaluate writes evaluation.json."""
+    from evaluation.evaluate import decide_gate
+
+    options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    return decide_gate(character_similarity=similarity, improvement=improvement, base_similarity=base,
+                       near_copy_rate=near_copy_rate,
+                       min_character_similarity=float(options["min-character-similarity"]),
+                       min_improvement=float(options["min-improvement"]),
+                       max_near_copy_rate=float(options["max-near-copy-rate"]))

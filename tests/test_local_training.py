@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from storyboard_testutil import fake_gate
 
 from pipeline import definition as D
 from pipeline.config import parse_config
@@ -36,19 +37,6 @@ def definition(config):
     from pipeline.compile import compile_definition
 
     return compile_definition(config)
-
-
-def fake_gate(args: list[str], *, similarity: float, improvement: float | None, base: float | None,
-              near_copy_rate: float | None) -> dict[str, Any]:
-    """The gate block the real Evaluate step writes: the real decision, with the thresholds from its arguments."""
-    from evaluation.evaluate import decide_gate
-
-    options = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
-    return decide_gate(character_similarity=similarity, improvement=improvement, base_similarity=base,
-                       near_copy_rate=near_copy_rate,
-                       min_character_similarity=float(options["min-character-similarity"]),
-                       min_improvement=float(options["min-improvement"]),
-                       max_near_copy_rate=float(options["max-near-copy-rate"]))
 
 
 class FakeJobs:
