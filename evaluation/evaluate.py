@@ -150,13 +150,25 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
-def _skip_reason(name: str) -> str | None:
+def skip_reason(name: str) -> str | None:
     """Why a sub-folder named ``name`` is no character folder, or ``None`` when it may be one."""
     if name.startswith((".", "_")):
         return "names starting with '.' or '_' are not characters"
     if name in NOT_CHARACTER_FOLDERS:
         return "ExtractFrames' rejected crops, not a character"
     return None
+
+
+def _skipped(folder: Path, what: str, warnings: list[str] | None) -> bool:
+    """True when ``folder`` is no character folder (:func:`skip_reason`); the skip is then logged and added
+    to ``warnings``."""
+    skip = skip_reason(folder.name)
+    if skip:
+        message = f"{what}: skipped folder {folder} ({skip})"
+        log.warning(message)
+        if warnings is not None:
+            warnings.append(message)
+    return skip is not None
 
 
 def scan_character_folders(root: str | Path | None, what: str, option: str, *,
@@ -192,12 +204,7 @@ def scan_character_folders(root: str | Path | None, what: str, option: str, *,
         if name == BACKGROUND_FOLDER and allow_background:
             result[name] = [ImageItem(p, f"{name}/{p.name}", None) for p in _image_files(folder)]
             continue
-        skip = _skip_reason(name)
-        if skip:
-            message = f"{what}: skipped folder {folder} ({skip})"
-            log.warning(message)
-            if warnings is not None:
-                warnings.append(message)
+        if _skipped(folder, what, warnings):
             continue
         if not FOLDER_NAME.match(name):
             raise InputError(f"{what} folder {folder} ({option}) is not a character name (lower-case letters, "
@@ -260,12 +267,7 @@ def scan_training_crops(root: str | Path, warnings: list[str] | None = None) -> 
             items.append(ImageItem(path, str(row["path"]), row.get("character")))
     else:
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            skip = _skip_reason(folder.name)
-            if skip:
-                message = f"training crops: skipped folder {folder} ({skip})"
-                log.warning(message)
-                if warnings is not None:
-                    warnings.append(message)
+            if _skipped(folder, "training crops", warnings):
                 continue
             character = folder.name if FOLDER_NAME.match(folder.name) else None
             items += [ImageItem(p, f"{folder.name}/{p.name}", character) for p in _image_files(folder)]

@@ -75,7 +75,7 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
     import shutil
     import tempfile
 
-    from evaluation.evaluate import REFERENCES_YAML, _skip_reason
+    from evaluation.evaluate import REFERENCES_YAML, skip_reason
 
     if not references.is_dir():
         return references, []
@@ -89,7 +89,7 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
         view = Path(tmp) / "characters"
         view.mkdir()
         for folder in folders:
-            skip = _skip_reason(folder.name)
+            skip = skip_reason(folder.name)
             if skip:
                 warnings.append(f"references: skipped folder {folder} ({skip})")
                 continue
