@@ -283,12 +283,9 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
 
 def _training_resolution(training_config: dict[str, Any] | None) -> int | None:
     """The resolution (px) the LoRA was trained at, from its ``training_config.json``, or ``None``."""
-    if not isinstance(training_config, dict):
-        return None
-    for holder in (training_config.get("hyperparameters"), training_config.get("settings"), training_config):
-        if isinstance(holder, dict) and isinstance(holder.get("resolution"), int):
-            return holder["resolution"]
-    return None
+    hyperparameters = (training_config or {}).get("hyperparameters")  # as steps.lora.export writes it
+    resolution = hyperparameters.get("resolution") if isinstance(hyperparameters, dict) else None
+    return resolution if isinstance(resolution, int) else None
 
 
 def generate_images(config: Any, references: Path, work: Path, custom_model_arn: str | None) -> tuple[Path, Path]:
