@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo prepare-demo test lint bench clean
+.PHONY: venv demo prepare-demo test lint iac-check bench clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,20 @@ prepare-demo: venv
 		--out $(DEMO_OUT)/prepare --overwrite
 	@echo "Open $(DEMO_OUT)/prepare/report.html"
 
-lint: venv
+lint: venv iac-check
 	$(VENV)/bin/ruff check .
+
+# cfn-lint and checkov on the CloudFormation template, zero findings (suppressions carry their reason in the
+# template); checkov lives in its own environment (pipeline/infra/requirements-checks.txt says why).
+$(VENV)/iac-checks/.installed: pipeline/infra/requirements-checks.txt
+	$(PYTHON) -m venv $(VENV)/iac-checks
+	$(VENV)/iac-checks/bin/pip install -q -r pipeline/infra/requirements-checks.txt
+	touch $@
+
+iac-check: $(VENV)/iac-checks/.installed
+	$(VENV)/iac-checks/bin/cfn-lint pipeline/infra/template.yaml
+	$(VENV)/iac-checks/bin/checkov -f pipeline/infra/template.yaml --framework cloudformation --compact --quiet \
+		--skip-download
 
 test: lint
 	$(VENV)/bin/python -m pytest -q tests

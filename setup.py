@@ -15,7 +15,7 @@ setup(
     package_data={
         "steps": ["templates/*.html", "templates/*.liquid"],
         "evaluation": ["templates/*.html", "schemas/*.json"],
-        "pipeline": ["*.yaml"],
+        "pipeline": ["*.yaml", "infra/*.yaml", "infra/*.txt"],
     },
     install_requires=[
         "av>=12,<19",
@@ -51,6 +51,7 @@ setup(
             "pytest>=8,<10",
             "ruff>=0.5",
             "moto[server]>=5,<6",
+            "cfn-lint>=1.20,<2",  # tests/test_infra_template.py; checkov: pipeline/infra/requirements-checks.txt
             "imageio-ffmpeg>=0.5,<1",
             "scikit-video>=1.1.11",
             "onnx>=1.15,<2",

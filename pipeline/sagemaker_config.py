@@ -90,6 +90,9 @@ class SageMakerConfig(StrictModel):
         register_function_arn: Lambda function of the RegisterModel step; default
             ``arn:aws:lambda:<region>:<account>:function:<project>-register-model``.
         studio_domain_id: SageMaker Studio domain for the execution link printed by ``start``.
+        stack_name: CloudFormation stack made by ``storyboard deploy`` (``pipeline/infra/template.yaml``); when
+            set (or given as ``--stack-name``), ``upsert`` and ``start`` take the role, bucket, images, queue
+            and function ARNs from its outputs instead of the fields above.
         tags: tags of the pipeline and of its processing jobs.
         cache_processing: cache the processing steps (keyed on their arguments, which include input
             URIs but not the objects under them: upload new footage under a new prefix).
@@ -123,6 +126,7 @@ class SageMakerConfig(StrictModel):
                                            pattern=r"^https://sqs\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\d{12}/.+$")
     register_function_arn: str | None = Field(None, pattern=r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:function:.+$")
     studio_domain_id: str | None = Field(None, pattern=r"^d-[a-z0-9]+$")
+    stack_name: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9-]{0,127}$")
     tags: dict[str, str] = Field(default_factory=lambda: {"Project": "storyboard"})
     cache_processing: bool = True
     cache_expire_after: str = Field("P30D", min_length=3, max_length=32)

@@ -32,6 +32,8 @@ from typing import Any
 from steps.errors import InputError
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
+STACK_HELP = ("CloudFormation stack of `storyboard deploy` whose outputs name the role, bucket, images, queue and "
+              "functions (default: sagemaker.stack_name; none: the configuration's own names)")
 EXIT_FAILED = 1
 
 
@@ -62,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bucket", default=None, help="S3 bucket (default: $STORYBOARD_BUCKET, sagemaker.bucket)")
     p.add_argument("--no-validate-role", action="store_true",
                    help="skip the SDK's IAM simulation of the role (sets SAGEMAKER_VALIDATE_ROLE=false)")
+    p.add_argument("--stack-name", default=None, help=STACK_HELP)
     p.set_defaults(func=cmd_upsert)
 
     p = subparsers.add_parser(
@@ -75,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ClientRequestToken: the same token starts one execution only (default: random)")
     p.add_argument("--wait", action="store_true", help="wait for the end and show each step's progress")
     p.add_argument("--poll-seconds", type=float, default=30.0, help="seconds between status polls (--wait)")
+    p.add_argument("--stack-name", default=None, help=STACK_HELP)
     p.set_defaults(func=cmd_start)
 
     p = subparsers.add_parser("status", help="show an execution's status and steps")
@@ -138,6 +142,18 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
+
+
+def with_stack_outputs(args: argparse.Namespace, config: Any, session: Any) -> Any:
+    """``config`` with the names of the stack ``--stack-name`` (else ``sagemaker.stack_name``) applied; unchanged
+    when no stack is named (see :func:`pipeline.infra.outputs.apply_stack_outputs`)."""
+    from pipeline.infra.outputs import apply_stack_outputs
+    from pipeline.infra.stack import stack_outputs
+
+    name = getattr(args, "stack_name", None) or config.sagemaker.stack_name
+    if not name:
+        return config
+    return apply_stack_outputs(config, stack_outputs(session.client("cloudformation"), name), name)
 
 
 def _pipeline_name(config: Any) -> str:
@@ -281,6 +297,7 @@ def cmd_upsert(args: argparse.Namespace) -> int:
     config = _config(args)
     session = boto_session(args, config)
     config.aws.region = session.region_name or config.aws.region
+    config = with_stack_outputs(args, config, session)
     settings = resolve_settings(config, role_arn=args.role_arn, bucket=args.bucket)
     if "role_arn" in settings.placeholders:
         raise InputError("no pipeline role: give --role-arn, set $STORYBOARD_ROLE_ARN or sagemaker.role_arn "
@@ -294,7 +311,22 @@ def cmd_upsert(args: argparse.Namespace) -> int:
         response = pipeline.upsert(role_arn=settings.role_arn, description=pipeline_description(config, settings),
                                    tags=tags)
     print(f"pipeline {settings.pipeline_name}: {response['PipelineArn']}")
+    if getattr(args, "stack_name", None) or config.sagemaker.stack_name:
+        print(f"functions' configuration: {upload_lambda_config(session, config, args)}")
     return 0
+
+
+def upload_lambda_config(session: Any, config: Any, args: argparse.Namespace) -> str:
+    """Write the configuration the stack's functions read (its ``LambdaConfigUri`` output); return the URI."""
+    from pipeline.infra.outputs import lambda_config_yaml
+    from pipeline.infra.stack import stack_outputs
+
+    name = getattr(args, "stack_name", None) or config.sagemaker.stack_name
+    uri = stack_outputs(session.client("cloudformation"), name)["LambdaConfigUri"]
+    bucket, key = uri[len("s3://"):].split("/", 1)
+    session.client("s3").put_object(Bucket=bucket, Key=key, Body=lambda_config_yaml(config).encode("utf-8"),
+                                    ContentType="application/yaml")
+    return uri
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -304,6 +336,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from pipeline.parameters import SPECS_BY_NAME, coerce_value, parse_assignments
 
     config, session, client = _clients(args)
+    config = with_stack_outputs(args, config, session)
     name = _pipeline_name(config)
     overrides = parse_assignments(args.param)
     described = client.describe_pipeline(PipelineName=name)

@@ -1,0 +1,70 @@
+"""`storyboard images build|push` with a fake `docker` on PATH (no daemon here) against a moto server's stack,
+and the Lambda handlers importing without the SageMaker SDK."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_deploy import aws, moto_outputs_after_execute, moto_url, write_config  # noqa: F401 - fixtures
+
+from pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+HANDLERS = ("callback_consumer", "finetune_handlers", "review_handlers", "reconciler", "register_model", "approval")
+
+
+def fake_docker(tmp_path: Path) -> Path:
+    """A `docker` that records its argv and standard input, one line per call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.log"
+    script = bin_dir / "docker"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n"
+                      f"if [ \"$1\" = login ]; then echo \"stdin=$(cat)\" >> {log}; fi\n")
+    script.chmod(0o755)
+    return log
+
+
+def test_build_and_push_every_image_into_the_stacks_repositories(aws, tmp_path, monkeypatch, capsys):  # noqa: F811
+    path = write_config(tmp_path)
+    assert main(["deploy", "--config", str(path), "--poll-seconds", "1"]) == 0
+    log = fake_docker(tmp_path)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    capsys.readouterr()
+    assert main(["images", "build", "--tag", "v1", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    registry = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    for name in ("processing", "training", "inference", "lambda"):
+        command = f"docker build -f containers/{name}/Dockerfile -t {registry}/storyboard-{name}:v1 ."
+        assert f"$ {command}" in printed
+        assert command.removeprefix("docker ") in log.read_text()
+    assert main(["images", "push", "--tag", "v1", "--config", str(path)]) == 0
+    calls = log.read_text().splitlines()
+    login = next(line for line in calls if line.startswith("login"))
+    assert login.startswith("login --username AWS --password-stdin")
+    assert any(line.startswith("stdin=") and len(line) > len("stdin=") for line in calls)  # password not in argv
+    assert [line for line in calls if line.startswith("push")] == [
+        f"push {registry}/storyboard-{name}:v1" for name in ("processing", "training", "inference", "lambda")]
+
+
+def test_a_failing_docker_command_stops_and_returns_its_status(aws, tmp_path, monkeypatch):  # noqa: F811
+    path = write_config(tmp_path)
+    assert main(["deploy", "--config", str(path), "--poll-seconds", "1"]) == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 3\n")
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["images", "build", "--config", str(path)]) == 3
+
+
+def test_lambda_handlers_do_not_import_the_sagemaker_sdk():
+    code = ("import importlib, sys\n"
+            f"for m in {HANDLERS!r}: importlib.import_module('containers.lambda_handlers.' + m)\n"
+            "bad = sorted(k for k in sys.modules if k.split('.')[0] in ('sagemaker', 'torch', 'cv2', 'av'))\n"
+            "print(','.join(bad)); sys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
