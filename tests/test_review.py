@@ -465,3 +465,59 @@ def test_local_a2i_mode_reviews_in_the_browser(tmp_path):
     assert len((tmp_path / "run" / "train.jsonl").read_text().splitlines()) == 5
     reviewed = [json.loads(line) for line in (tmp_path / "run" / "reviewed_manifest.jsonl").read_text().splitlines()]
     assert reviewed[0]["review"]["decision"] == "rejected" and reviewed[1]["review"]["reviewer"] == "a2i:local-reviewer"
+
+
+def test_local_review_keeps_answers_across_attempts_and_asks_only_for_the_rest(tmp_path, monkeypatch):
+    config = parse_config({"characters": [{"name": "bunny"}, {"name": "sintel"}],
+                           "review": {"local_review_page": True, "local_review_port": 0,
+                                      "local_review_timeout_s": 0.5}})
+    manifest = _manifest(tmp_path / "data", 6)
+    args = {"ManifestUri": str(manifest), "ReviewMode": "a2i"}
+    with pytest.raises(InputError, match="timed out .* 6 records unanswered"):
+        CALLBACK_HANDLERS["HumanReview"](args, tmp_path / "run", config)
+    loops = LocalHumanLoops(tmp_path / "run" / "human_loops")
+    names = sorted(p.name for p in loops.folder.iterdir())
+    for name in names[:5]:  # answered during the first attempt
+        loops.answer(name, {"approve": {"on": True}, "caption": loops.input_content(name)["caption"]})
+    config = config.model_copy(update={"review": config.review.model_copy(update={"local_review_timeout_s": 30})})
+    urls: list[str] = []
+    result: dict = {}
+    import containers.lambda_handlers.local as local_handlers
+
+    real_serve = local_handlers.serve_local_review
+    monkeypatch.setattr(local_handlers, "serve_local_review",
+                        lambda *a, **k: real_serve(*a, **{**k, "on_ready": urls.append}))
+
+    def run() -> None:
+        try:
+            result["out"] = CALLBACK_HANDLERS["HumanReview"](args, tmp_path / "run", config)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    for _ in range(200):
+        if urls or not worker.is_alive():
+            break
+        threading.Event().wait(0.05)
+    with urllib.request.urlopen(urls[0], timeout=5) as response:  # only the unanswered record is left
+        page = response.read().decode()
+    assert "5 of 6</b> reviewed" in page and response.url.endswith(f"/item/{names[5]}")
+    body = urllib.parse.urlencode({"token": _token(page), "decision": "reject", "caption": ""}).encode()
+    urllib.request.urlopen(urllib.request.Request(response.url, data=body), timeout=5).read()
+    worker.join(30)
+    assert "error" not in result, result.get("error")
+    assert (result["out"]["ApprovedCount"], result["out"]["RejectedCount"]) == ("5", "1")
+
+
+def test_review_page_option_of_run_local():
+    from pipeline.commands.local import with_review_page
+
+    config = parse_config({"characters": [{"name": "bunny"}]})
+    assert config.review.local_review_page is False
+    changed, overrides = with_review_page(config, {"LoraRank": "8"})
+    assert changed.review.local_review_page is True and config.review.local_review_page is False
+    assert overrides == {"LoraRank": "8", "ReviewMode": "a2i"}
+    assert with_review_page(config, {"ReviewMode": "A2I"})[1]["ReviewMode"] == "a2i"
+    with pytest.raises(InputError, match="--review-page .* ReviewMode=auto"):
+        with_review_page(config, {"ReviewMode": "auto"})
