@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["pipeline", "pipeline.*", "steps", "steps.*", "evaluation", "evaluation.*",
                                     "containers", "containers.*"]),
     package_data={
-        "steps": ["templates/*.html", "templates/*.liquid"],
+        "steps": ["templates/*.html", "templates/*.liquid", "templates/review/*.html"],
         "evaluation": ["templates/*.html", "schemas/*.json"],
         "pipeline": ["*.yaml", "infra/*.yaml", "infra/*.txt"],
     },
@@ -29,6 +29,7 @@ setup(
         "pyyaml>=6,<7",
         "tqdm>=4.66,<5",
         "jinja2>=3.1,<4",
+        "flask>=3.1,<4",  # the local review page (steps/local_review/); 3.1 for TRUSTED_HOSTS
         "boto3>=1.34,<2",
         "matplotlib>=3.8,<4",
         "jsonschema>=4.20,<5",
@@ -56,6 +57,8 @@ setup(
             "scikit-video>=1.1.11",
             "onnx>=1.15,<2",
             "onnxruntime>=1.17,<2",
+            # the review page's browser test drives Debian's chromium (apt), no browser download
+            "playwright>=1.45,<2",
         ],
     },
     entry_points={"console_scripts": ["storyboard=pipeline.cli:main"]},

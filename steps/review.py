@@ -6,8 +6,8 @@ Two ways to decide, behind one result (:class:`ReviewDecision` per record):
   Nova Canvas checks and the configured rules, and records why for each record;
 - human loops (``ReviewMode=a2i``): one Amazon A2I human loop per record (:class:`A2IHumanLoops`),
   whose ``output.json`` answers become decisions (:func:`decision_from_output`). Offline, the same
-  loop protocol is served by :class:`LocalHumanLoops` and a review page on 127.0.0.1
-  (:func:`serve_local_review`).
+  loop protocol is served by :class:`steps.local_review.LocalHumanLoops` and a review page on 127.0.0.1
+  (:func:`steps.local_review.serve_local_review`).
 
 Inputs: the labelling manifest (``manifest.jsonl``: ``{"image_ref", "alt_text"}`` plus metadata such as
 ``crop_id``, ``character``, ``needs_review``; metadata may also sit under a ``metadata`` object).
@@ -24,20 +24,15 @@ InProgress, Completed, Failed, Stopped, Stopping.
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import logging
 import re
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
-from urllib.parse import parse_qs, urlparse
 
 from pipeline.config import NOVA_CANVAS_MAX_RECORDS, NOVA_CANVAS_MIN_RECORDS
 from steps import io as sio
@@ -525,63 +520,6 @@ class A2IHumanLoops:
                           out.get("FailureReason"))
 
 
-class LocalHumanLoops:
-    """Human loops kept in a local folder, with A2I's file formats.
-
-    ``<folder>/<loop>/input.json`` holds the input content; a reviewer's answer is written to
-    ``<folder>/<loop>/output.json`` in A2I's output format (:meth:`answer`), which marks the loop
-    Completed; :meth:`stop` writes ``stopped.json``.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def start(self, name: str, input_content: str) -> None:
-        """Write the loop's input (kept if it exists)."""
-        path = self.folder / name / "input.json"
-        if not path.exists():
-            sio.write_text(path, input_content)
-
-    def stop(self, name: str) -> None:
-        """Mark an unfinished loop stopped."""
-        if (self.folder / name / "input.json").exists() and not (self.folder / name / "output.json").exists():
-            sio.write_json(self.folder / name / "stopped.json", {"stopped_at": _now()})
-
-    def input_content(self, name: str) -> dict[str, Any]:
-        """The loop's input content."""
-        return json.loads((self.folder / name / "input.json").read_text(encoding="utf-8"))
-
-    def answer(self, name: str, answer_content: Mapping[str, Any], worker_id: str = "local-reviewer") -> Path:
-        """Record a reviewer's answer as ``output.json`` (A2I's layout) and return its path.
-
-        Raises:
-            InputError: the loop does not exist or was stopped.
-        """
-        if not (self.folder / name / "input.json").exists():
-            raise InputError(f"no local human loop named {name}")
-        if (self.folder / name / "stopped.json").exists():
-            raise InputError(f"human loop {name} was stopped")
-        output = {
-            "humanLoopName": name,
-            "flowDefinitionArn": "local",
-            "inputContent": self.input_content(name),
-            "humanAnswers": [{"answerContent": dict(answer_content), "workerId": worker_id,
-                              "submissionTime": _now(), "acceptanceTime": _now(), "timeSpentInSeconds": 0}],
-        }
-        return sio.write_json(self.folder / name / "output.json", output)
-
-    def status(self, name: str) -> LoopStatus:
-        """Completed when output.json exists, Stopped when stopped.json does, else InProgress."""
-        loop = self.folder / name
-        if (loop / "output.json").exists():
-            return LoopStatus(name, "Completed", str(loop / "output.json"))
-        if (loop / "stopped.json").exists():
-            return LoopStatus(name, "Stopped")
-        if not (loop / "input.json").exists():
-            return LoopStatus(name, "Failed", failure="no such human loop")
-        return LoopStatus(name, "InProgress")
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -734,106 +672,19 @@ def decisions_from_loops(rows: Sequence[Mapping[str, Any]], state: ReviewState,
     return decisions
 
 
-# -- local review page ----------------------------------------------------------------------------------
+# -- moved to steps.local_review ----------------------------------------------------------------------
+
+_MOVED = {"LocalHumanLoops": "steps.local_review.loops", "serve_local_review": "steps.local_review.server"}
 
 
-def serve_local_review(loops: LocalHumanLoops, names: Sequence[str], image_resolver: Any,
-                       host: str = "127.0.0.1", port: int = 0, timeout_s: float | None = None,
-                       on_ready: Any = None) -> None:
-    """Serve a review page for the local loops until every loop has an answer (or ``timeout_s``).
+def __getattr__(name: str) -> Any:
+    """``LocalHumanLoops`` and ``serve_local_review`` moved to :mod:`steps.local_review`; they stay importable
+    from here, with a DeprecationWarning (imported on first use: ``steps.local_review`` imports this module,
+    never the reverse at import time)."""
+    if name in _MOVED:
+        import importlib
+        import warnings
 
-    The page shows one pending record at a time (image, character, editable caption, approve / edit /
-    reject, reason) and writes the answer with :meth:`LocalHumanLoops.answer`, in the same
-    ``answerContent`` shape as the A2I template. ``image_resolver(ref) -> Path`` maps an image reference
-    to a local file. ``on_ready(url)`` is called once the server listens (the URL is also logged).
-
-    Raises:
-        InputError: ``host`` is not a loopback address, or ``timeout_s`` passed with loops unanswered.
-    """
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        raise InputError(f"the local review page serves only on the loopback interface, not {host!r}")
-    pending = [n for n in names if not loops.status(n).terminal]
-    done = threading.Event()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("review page: " + fmt, *args)
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/html; charset=utf-8") -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            url = urlparse(self.path)
-            if url.path == "/image":
-                name = parse_qs(url.query).get("loop", [""])[0]
-                if name not in names:
-                    return self._send(404, b"unknown loop", "text/plain")
-                path = Path(image_resolver(loops.input_content(name)["taskObject"]))
-                ctype = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
-                return self._send(200, path.read_bytes(), ctype)
-            left = [n for n in names if not loops.status(n).terminal]
-            if not left:
-                return self._send(200, b"<p>All records are reviewed. You can close this page.</p>")
-            return self._send(200, _review_page(left[0], loops.input_content(left[0]), len(left)).encode("utf-8"))
-
-        def do_POST(self) -> None:  # noqa: N802
-            length = int(self.headers.get("Content-Length") or 0)
-            form = parse_qs(self.rfile.read(length).decode("utf-8"))
-            name = form.get("loop", [""])[0]
-            if name not in names:
-                return self._send(400, b"unknown loop", "text/plain")
-            decision = form.get("decision", [""])[0]
-            answer = {d: {"on": d == decision} for d in ("approve", "edit", "reject")}
-            answer["caption"] = form.get("caption", [""])[0]
-            answer["reason"] = form.get("reason", [""])[0]
-            if not loops.status(name).terminal:
-                loops.answer(name, answer)
-            if all(loops.status(n).terminal for n in names):
-                done.set()
-            self.send_response(303)
-            self.send_header("Location", "/")
-            self.end_headers()
-
-    if not pending:
-        return
-    class Server(ThreadingHTTPServer):
-        daemon_threads = False  # server_close() waits for responses in flight
-
-    server = Server((host, port), Handler)
-    url = f"http://{host}:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, name="local-review", daemon=True)
-    thread.start()
-    log.info("review %d records at %s", len(pending), url)
-    if on_ready is not None:
-        on_ready(url)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    try:
-        while not done.wait(0.2):
-            if all(loops.status(n).terminal for n in names):
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                left = sum(1 for n in names if not loops.status(n).terminal)
-                raise InputError(f"local review timed out after {timeout_s:g} s with {left} records unanswered")
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _review_page(name: str, content: Mapping[str, Any], left: int) -> str:
-    e = html.escape
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Review {e(str(content.get('itemId')))}</title>
-<style>body{{font-family:sans-serif;display:flex;gap:24px}} img{{max-width:640px;max-height:640px}}
-textarea{{width:100%}}</style></head><body>
-<div><img src="/image?loop={e(name)}" alt="crop"><p>{left} left &middot; item {e(str(content.get('itemId')))}
-&middot; character <b>{e(str(content.get('character')))}</b></p></div>
-<form method="post" style="flex:1"><input type="hidden" name="loop" value="{e(name)}">
-<p><label><input type="radio" name="decision" value="approve" required> Approve</label>
-<label><input type="radio" name="decision" value="edit"> Edit caption</label>
-<label><input type="radio" name="decision" value="reject"> Reject</label></p>
-<p><textarea name="caption" rows="5" maxlength="1024">{e(str(content.get('caption', '')))}</textarea></p>
-<p><input name="reason" placeholder="Reason (when rejecting)" size="60"></p>
-<p><button type="submit">Submit</button></p></form></body></html>"""
+        warnings.warn(f"steps.review.{name} moved to steps.local_review", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ and the local review page. AWS handlers are tested in test_lambda_handlers.py.""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.parse
@@ -20,11 +21,11 @@ from pipeline.config import parse_config
 from steps.a2i_template import TEMPLATE_MAX_CHARS, check_template, review_template
 from steps.bedrock_validation import LocalImageProbe, request_problems
 from steps.errors import InputError, TooFewRecordsError
+from steps.local_review import LocalHumanLoops, ReviewQueue, create_review_app, reference_images, serve_local_review
 from steps.mlops_config import AutoReviewPolicyConfig
 from steps.review import (
     A2I_MAX_INPUT_BYTES,
     AutoReviewPolicy,
-    LocalHumanLoops,
     ReviewState,
     apply_decisions,
     build_loop_input,
@@ -36,7 +37,6 @@ from steps.review import (
     flow_definition_request,
     loop_name,
     parse_loop_name,
-    serve_local_review,
 )
 
 
@@ -288,8 +288,8 @@ def test_task_ui_and_flow_definition_are_created_idempotently():
 # -- local review page ----------------------------------------------------------------------------------
 
 
-def test_local_review_page_collects_answers(tmp_path, config):
-    manifest = _manifest(tmp_path, 3)
+def _started_loops(tmp_path: Path, n: int = 3) -> tuple[list[dict], ReviewState, LocalHumanLoops, list[str]]:
+    manifest = _manifest(tmp_path, n)
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     loops = LocalHumanLoops(tmp_path / "loops")
     key = execution_key("local", "t")
@@ -298,7 +298,80 @@ def test_local_review_page_collects_answers(tmp_path, config):
                          for i, r in enumerate(rows)])
     for row, loop in zip(rows, state.loops, strict=True):
         loops.start(loop["name"], build_loop_input(row, loop["item_id"], loop["index"], "t", "local"))
-    names = [loop["name"] for loop in state.loops]
+    return rows, state, loops, [loop["name"] for loop in state.loops]
+
+
+def _references(folder: Path) -> Path:
+    for k in range(2):
+        _image(folder / "bunny" / f"ref_{k:03d}.png", (128, 128), seed=10 + k)
+    _image(folder / "sintel" / "ref_000.png", (128, 128), seed=20)
+    (folder / "sintel" / "notes.txt").write_text("not an image")
+    return folder
+
+
+def _token(page: str) -> str:
+    return re.search(r'name="token" value="([^"]+)"', page).group(1)
+
+
+def test_review_app_shows_crop_references_progress_and_records_answers(tmp_path):
+    rows, state, loops, names = _started_loops(tmp_path, 3)
+    references = reference_images(_references(tmp_path / "refs"))
+    queue = ReviewQueue(loops, names, LocalImageProbe(tmp_path).resolve, references)
+    done_page = threading.Event()
+    client = create_review_app(queue, on_done_page=done_page.set).test_client()
+
+    assert client.get("/").headers["Location"] == f"/item/{names[0]}"
+    page = client.get(f"/item/{names[0]}").get_data(as_text=True)
+    assert "0 of 3</b> reviewed" in page and "Bunny stands in a sunny meadow" in page
+    assert f'src="/image/{names[0]}"' in page and "512 × 512" in page
+    assert page.count('src="/reference/bunny/') == 2 and "/reference/sintel/" not in page
+    assert all(f"<kbd>{k}</kbd>" in page for k in ("a", "e", "r", "n", "j"))
+    sintel_page = client.get(f"/item/{names[1]}").get_data(as_text=True)
+    assert sintel_page.count('src="/reference/sintel/') == 1  # notes.txt is no reference image
+    crop = client.get(f"/image/{names[0]}")
+    assert crop.mimetype == "image/jpeg" and crop.data == (tmp_path / rows[0]["image_ref"]).read_bytes()
+    assert client.get("/reference/bunny/1").mimetype == "image/png"
+    for url in ("/reference/bunny/2", "/reference/dragon/0", "/image/nope", "/item/nope"):
+        assert client.get(url).status_code == 404, url
+    assert client.get("/", headers={"Host": "evil.example:80"}).status_code == 400  # DNS rebinding
+
+    token = _token(page)
+    form = {"token": token, "caption": rows[0]["alt_text"], "reason": ""}
+    assert client.post(f"/item/{names[0]}", data={**form, "token": "forged", "decision": "approve"}).status_code == 403
+    assert client.post(f"/item/{names[0]}", data={**form, "decision": "maybe"}).status_code == 400
+    assert not loops.status(names[0]).terminal
+    # skip the first record (n), answer the second and third, then come back to the first
+    assert queue.neighbour(names[0], 1) == names[1] and queue.neighbour(names[0], -1) == names[2]
+    moved = client.post(f"/item/{names[1]}", data={**form, "decision": "edit", "caption": " Sintel  climbs a rock "})
+    assert moved.status_code == 303 and moved.headers["Location"] == f"/item/{names[2]}"
+    moved = client.post(f"/item/{names[2]}", data={**form, "decision": "reject", "reason": "blurred"})
+    assert moved.headers["Location"] == f"/item/{names[0]}"
+    assert "2 of 3</b> reviewed" in client.get(f"/item/{names[0]}").get_data(as_text=True)
+    assert client.post(f"/item/{names[0]}", data={**form, "decision": "approve"}).headers["Location"] == "/done"
+    again = client.post(f"/item/{names[0]}", data={**form, "decision": "reject"})  # a double click
+    assert again.status_code == 303 and queue.decision(names[0]).decision == "approved"
+
+    answered = client.get(f"/item/{names[1]}").get_data(as_text=True)
+    assert 'id="review"' not in answered and "Sintel climbs a rock" in answered and "edited" in answered
+    assert not done_page.is_set()
+    with client.get("/done") as response:  # the server is told once the done page is sent
+        assert "All 3 records are reviewed" in response.get_data(as_text=True)
+    assert done_page.is_set()
+    assert queue.counts() == {"approved": 1, "edited": 1, "rejected": 1}
+
+    output = json.loads((tmp_path / "loops" / names[2] / "output.json").read_text())
+    assert output["humanAnswers"][0]["answerContent"] == {"approve": {"on": False}, "edit": {"on": False},
+                                                          "reject": {"on": True}, "caption": rows[2]["alt_text"],
+                                                          "reason": "blurred"}
+    assert output["inputContent"]["itemId"] == rows[2]["crop_id"]
+    statuses = {n: loops.status(n) for n in names}
+    decisions = decisions_from_loops(rows, state, statuses, {n: loops.output(n) for n in names})
+    assert [d.decision for d in decisions] == ["approved", "edited", "rejected"]
+    assert decisions[1].caption == "Sintel climbs a rock" and "blurred" in decisions[2].reasons[0]
+
+
+def test_local_review_page_serves_until_every_record_is_answered(tmp_path, capsys):
+    rows, _, loops, names = _started_loops(tmp_path, 2)
     ready = threading.Event()
     urls: list[str] = []
 
@@ -310,36 +383,37 @@ def test_local_review_page_collects_answers(tmp_path, config):
                               kwargs={"port": 0, "timeout_s": 30, "on_ready": on_ready})
     server.start()
     assert ready.wait(10)
-    page = urllib.request.urlopen(urls[0], timeout=5).read().decode()
-    assert "Bunny stands in a sunny meadow" in page and "/image?loop=" in page
-    image = urllib.request.urlopen(f"{urls[0]}image?loop={names[0]}", timeout=5)
-    assert image.headers["Content-Type"] == "image/jpeg" and len(image.read()) > 1000
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None  # the server answers 303 to the page; the last POST ends the server
-
-    opener = urllib.request.build_opener(NoRedirect)
-    answers = [("approve", rows[0]["alt_text"], ""), ("edit", "Sintel climbs a rock", ""), ("reject", "", "blurred")]
-    for name, (decision, caption, reason) in zip(names, answers, strict=True):
-        body = urllib.parse.urlencode({"loop": name, "decision": decision, "caption": caption or rows[2]["alt_text"],
-                                       "reason": reason}).encode()
-        with pytest.raises(urllib.error.HTTPError) as redirect:
-            opener.open(urllib.request.Request(urls[0], data=body, method="POST"), timeout=5)
-        assert redirect.value.code == 303
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", urls[0])
+    for i, name in enumerate(names):
+        with urllib.request.urlopen(urls[0], timeout=5) as response:  # / redirects to the next record
+            page = response.read().decode()
+            assert response.url.endswith(f"/item/{name}")
+        body = urllib.parse.urlencode({"token": _token(page), "decision": "approve", "caption": rows[i]["alt_text"],
+                                       "reason": ""}).encode()
+        with urllib.request.urlopen(urllib.request.Request(response.url, data=body), timeout=5) as answered:
+            last = answered.read().decode()
+    assert "All 2 records are reviewed" in last  # the done page is sent before the server stops
     server.join(10)
     assert not server.is_alive()
-    statuses = {n: loops.status(n) for n in names}
-    outputs = {n: json.loads(Path(s.output_uri).read_text()) for n, s in statuses.items()}
-    decisions = decisions_from_loops(rows, state, statuses, outputs)
-    assert [d.decision for d in decisions] == ["approved", "edited", "rejected"]
-    assert decisions[1].caption == "Sintel climbs a rock" and "blurred" in decisions[2].reasons[0]
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(urls[0], timeout=2)
+    assert f"Review page: {urls[0]}" in capsys.readouterr().out
+    assert all(loops.status(n).status == "Completed" for n in names)
+    serve_local_review(loops, names, str, port=0, timeout_s=0.1)  # nothing pending: returns at once
 
 
-def test_local_review_page_refuses_non_loopback_and_times_out(tmp_path):
+def test_local_review_page_refuses_non_loopback_busy_ports_and_times_out(tmp_path):
+    import socket
+
     loops = LocalHumanLoops(tmp_path)
     loops.start("storyboard-aaaaaaaaaaaa-00000", json.dumps({"taskObject": "x.jpg", "caption": "c", "itemId": "x"}))
     with pytest.raises(InputError, match="loopback"):
         serve_local_review(loops, ["storyboard-aaaaaaaaaaaa-00000"], str, host="0.0.0.0")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(InputError, match="review.local_review_port"):
+            serve_local_review(loops, ["storyboard-aaaaaaaaaaaa-00000"], str, port=busy.getsockname()[1])
     with pytest.raises(InputError, match="timed out"):
         serve_local_review(loops, ["storyboard-aaaaaaaaaaaa-00000"], str, port=0, timeout_s=0.3)
     loops.stop("storyboard-aaaaaaaaaaaa-00000")
@@ -349,7 +423,6 @@ def test_local_review_page_refuses_non_loopback_and_times_out(tmp_path):
 
 
 def test_local_a2i_mode_reviews_in_the_browser(tmp_path):
-    import re
     import socket
     import time
 
@@ -360,6 +433,7 @@ def test_local_a2i_mode_reviews_in_the_browser(tmp_path):
                            "review": {"local_review_page": True, "local_review_port": port,
                                       "local_review_timeout_s": 60}})
     manifest = _manifest(tmp_path / "data", 6)
+    _references(tmp_path / "data" / "references")
     result: dict = {}
 
     def run() -> None:
@@ -372,28 +446,89 @@ def test_local_a2i_mode_reviews_in_the_browser(tmp_path):
     worker = threading.Thread(target=run)
     worker.start()
     url = f"http://127.0.0.1:{port}/"
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
     for i in range(6):
         for _ in range(100):
             try:
-                page = urllib.request.urlopen(url, timeout=5).read().decode()
+                response = urllib.request.urlopen(url, timeout=5)
                 break
             except OSError:
                 time.sleep(0.05)
-        name = re.search(r'name="loop" value="([^"]+)"', page).group(1)
+        page = response.read().decode()
+        assert "/reference/" in page  # the dataset's references/ folder is shown
         caption = re.search(r"<textarea[^>]*>([^<]*)</textarea>", page).group(1)
         decision = "reject" if i == 0 else "approve"
-        body = urllib.parse.urlencode({"loop": name, "decision": decision, "caption": caption}).encode()
-        with pytest.raises(urllib.error.HTTPError):
-            opener.open(urllib.request.Request(url, data=body, method="POST"), timeout=5)
+        body = urllib.parse.urlencode({"token": _token(page), "decision": decision, "caption": caption}).encode()
+        urllib.request.urlopen(urllib.request.Request(response.url, data=body), timeout=5).read()
     worker.join(30)
     assert "error" not in result, result.get("error")
     assert (result["out"]["ApprovedCount"], result["out"]["RejectedCount"]) == ("5", "1")
     assert len((tmp_path / "run" / "train.jsonl").read_text().splitlines()) == 5
     reviewed = [json.loads(line) for line in (tmp_path / "run" / "reviewed_manifest.jsonl").read_text().splitlines()]
     assert reviewed[0]["review"]["decision"] == "rejected" and reviewed[1]["review"]["reviewer"] == "a2i:local-reviewer"
+
+
+def test_local_review_keeps_answers_across_attempts_and_asks_only_for_the_rest(tmp_path, monkeypatch):
+    config = parse_config({"characters": [{"name": "bunny"}, {"name": "sintel"}],
+                           "review": {"local_review_page": True, "local_review_port": 0,
+                                      "local_review_timeout_s": 0.5}})
+    manifest = _manifest(tmp_path / "data", 6)
+    args = {"ManifestUri": str(manifest), "ReviewMode": "a2i"}
+    with pytest.raises(InputError, match="timed out .* 6 records unanswered"):
+        CALLBACK_HANDLERS["HumanReview"](args, tmp_path / "run", config)
+    loops = LocalHumanLoops(tmp_path / "run" / "human_loops")
+    names = sorted(p.name for p in loops.folder.iterdir())
+    for name in names[:5]:  # answered during the first attempt
+        loops.answer(name, {"approve": {"on": True}, "caption": loops.input_content(name)["caption"]})
+    config = config.model_copy(update={"review": config.review.model_copy(update={"local_review_timeout_s": 30})})
+    urls: list[str] = []
+    result: dict = {}
+    import containers.lambda_handlers.local as local_handlers
+
+    real_serve = local_handlers.serve_local_review
+    monkeypatch.setattr(local_handlers, "serve_local_review",
+                        lambda *a, **k: real_serve(*a, **{**k, "on_ready": urls.append}))
+
+    def run() -> None:
+        try:
+            result["out"] = CALLBACK_HANDLERS["HumanReview"](args, tmp_path / "run", config)
+        except Exception as err:  # noqa: BLE001 - reported by the assertion below
+            result["error"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    for _ in range(200):
+        if urls or not worker.is_alive():
+            break
+        threading.Event().wait(0.05)
+    with urllib.request.urlopen(urls[0], timeout=5) as response:  # only the unanswered record is left
+        page = response.read().decode()
+    assert "5 of 6</b> reviewed" in page and response.url.endswith(f"/item/{names[5]}")
+    body = urllib.parse.urlencode({"token": _token(page), "decision": "reject", "caption": ""}).encode()
+    urllib.request.urlopen(urllib.request.Request(response.url, data=body), timeout=5).read()
+    worker.join(30)
+    assert "error" not in result, result.get("error")
+    assert (result["out"]["ApprovedCount"], result["out"]["RejectedCount"]) == ("5", "1")
+
+
+def test_review_page_option_of_run_local():
+    from pipeline.commands.local import with_review_page
+
+    config = parse_config({"characters": [{"name": "bunny"}]})
+    assert config.review.local_review_page is False
+    changed, overrides = with_review_page(config, {"LoraRank": "8"})
+    assert changed.review.local_review_page is True and config.review.local_review_page is False
+    assert overrides == {"LoraRank": "8", "ReviewMode": "a2i"}
+    assert with_review_page(config, {"ReviewMode": "A2I"})[1]["ReviewMode"] == "a2i"
+    with pytest.raises(InputError, match="--review-page .* ReviewMode=auto"):
+        with_review_page(config, {"ReviewMode": "auto"})
+
+
+def test_moved_local_review_names_stay_importable_from_steps_review():
+    import steps.local_review
+    import steps.review
+
+    for name in ("LocalHumanLoops", "serve_local_review"):
+        with pytest.warns(DeprecationWarning, match=f"steps.review.{name} moved to steps.local_review"):
+            assert getattr(steps.review, name) is getattr(steps.local_review, name)
+    with pytest.raises(AttributeError):
+        steps.review.no_such_name  # noqa: B018

@@ -39,7 +39,9 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
+from steps.local_review import LocalHumanLoops, serve_local_review
 from steps.mlops_config import endpoint_name, model_package_group_name
+from steps.references import REFERENCES_FOLDER
 from steps.registry import (
     ApprovalAction,
     LocalModelRegistry,
@@ -51,7 +53,6 @@ from steps.registry import (
 )
 from steps.review import (
     AutoReviewPolicy,
-    LocalHumanLoops,
     ReviewState,
     apply_decisions,
     build_loop_input,
@@ -63,7 +64,6 @@ from steps.review import (
     item_id_of,
     loop_name,
     meta,
-    serve_local_review,
     write_review_outputs,
 )
 
@@ -99,8 +99,10 @@ def human_review(args: Mapping[str, str], run_dir: Path, config: StoryboardConfi
     """HumanReview offline.
 
     ``ReviewMode=auto``: the automatic policy (``review.auto``). ``ReviewMode=a2i``: with
-    ``review.local_review_page`` a review page on 127.0.0.1 (``review.local_review_port``) and the run
-    waits for every answer; otherwise an :class:`InputError` explains that A2I needs AWS.
+    ``review.local_review_page`` (``storyboard run --local --review-page``) a review page on 127.0.0.1
+    (``review.local_review_port``; :mod:`steps.local_review`) showing each crop beside the references of the
+    dataset's ``references/`` folder, and the run waits for every answer (kept in ``run_dir/human_loops/``, so
+    a resumed run asks only for the rest); otherwise an :class:`InputError` explains that A2I needs AWS.
 
     Writes ``reviewed_manifest.jsonl``, ``train.jsonl`` (the Bedrock training manifest, whose URI is
     ``ReviewedManifestUri``) and ``review_report.json`` into ``run_dir``.
@@ -152,7 +154,8 @@ def _review_in_browser(rows: list[dict[str, Any]], manifest: Path, run_dir: Path
     names = [loop["name"] for loop in state.loops]
     probe = LocalImageProbe(manifest.parent)
     serve_local_review(loops, names, probe.resolve, port=config.review.local_review_port,
-                       timeout_s=config.review.local_review_timeout_s)
+                       timeout_s=config.review.local_review_timeout_s,
+                       references_dir=manifest.parent / REFERENCES_FOLDER)
     statuses = {n: loops.status(n) for n in names}
     outputs = {n: json.loads(Path(s.output_uri).read_text(encoding="utf-8"))
                for n, s in statuses.items() if s.status == "Completed" and s.output_uri}

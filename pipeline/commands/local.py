@@ -75,6 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", default=None, metavar="EXECUTION_ID",
                         help="resume a failed or interrupted execution from its failed step")
     parser.add_argument("--execution-id", default=None, help="ID of a new execution (default: generated)")
+    parser.add_argument("--review-page", action="store_true",
+                        help="review every crop and caption in the browser: HumanReview serves a page on 127.0.0.1 "
+                             "(prints its URL; review.local_review_port) and waits for the answers (sets "
+                             "ReviewMode=a2i and review.local_review_page)")
     parser.set_defaults(func=run_local)
 
 
@@ -209,12 +213,29 @@ def _check_local_inputs(values: dict[str, Any]) -> None:
             raise InputError(f"{name}: {value} does not exist")
 
 
+def with_review_page(config: Any, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``--review-page``: the configuration with ``review.local_review_page`` on and ``ReviewMode=a2i``.
+
+    Raises:
+        steps.errors.InputError: ``--param ReviewMode`` names another mode.
+    """
+    mode = str(overrides.get("ReviewMode", "a2i")).strip().lower()
+    if mode != "a2i":
+        raise InputError(f"--review-page reviews in the browser (ReviewMode=a2i) but --param ReviewMode={mode}; "
+                         f"give one of them")
+    review = config.review.model_copy(update={"local_review_page": True})
+    return config.model_copy(update={"review": review}), {**overrides, "ReviewMode": "a2i"}
+
+
 def run_local(args: argparse.Namespace) -> int:
     """Run (or resume) a local execution and print its step summary; returns the exit status."""
     from pipeline.local_runner import LocalRunner, new_execution_id, resolve_parameters
     from pipeline.parameters import parse_assignments
 
     runs_dir = args.runs.expanduser().resolve()
+    if args.resume and getattr(args, "review_page", False):
+        raise InputError("--review-page applies to a new execution; a resumed one keeps its ReviewMode and "
+                         "configuration (one started with --review-page opens the page again for the records left)")
     if args.resume:
         if args.param or args.video or args.characters or args.evaluation_images or args.execution_id or \
                 args.base_model:
@@ -238,6 +259,8 @@ def run_local(args: argparse.Namespace) -> int:
         config = _load_config(args.config)
         settings = resolve_settings(config)
         overrides: dict[str, Any] = parse_assignments(args.param)
+        if getattr(args, "review_page", False):
+            config, overrides = with_review_page(config, overrides)
         execution_id = args.execution_id or new_execution_id()
         run_dir = runs_dir / execution_id
         if (run_dir / "execution.json").exists():
