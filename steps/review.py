@@ -670,21 +670,3 @@ def decisions_from_loops(rows: Sequence[Mapping[str, Any]], state: ReviewState,
             decisions.append(decision_for_unfinished_loop(item_id, original, status.status if status else "missing",
                                                           status.failure if status else None, name))
     return decisions
-
-
-# -- moved to steps.local_review ----------------------------------------------------------------------
-
-_MOVED = {"LocalHumanLoops": "steps.local_review.loops", "serve_local_review": "steps.local_review.server"}
-
-
-def __getattr__(name: str) -> Any:
-    """``LocalHumanLoops`` and ``serve_local_review`` moved to :mod:`steps.local_review`; they stay importable
-    from here, with a DeprecationWarning (imported on first use: ``steps.local_review`` imports this module,
-    never the reverse at import time)."""
-    if name in _MOVED:
-        import importlib
-        import warnings
-
-        warnings.warn(f"steps.review.{name} moved to steps.local_review", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(_MOVED[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

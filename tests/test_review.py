@@ -521,14 +521,3 @@ def test_review_page_option_of_run_local():
     assert with_review_page(config, {"ReviewMode": "A2I"})[1]["ReviewMode"] == "a2i"
     with pytest.raises(InputError, match="--review-page .* ReviewMode=auto"):
         with_review_page(config, {"ReviewMode": "auto"})
-
-
-def test_moved_local_review_names_stay_importable_from_steps_review():
-    import steps.local_review
-    import steps.review
-
-    for name in ("LocalHumanLoops", "serve_local_review"):
-        with pytest.warns(DeprecationWarning, match=f"steps.review.{name} moved to steps.local_review"):
-            assert getattr(steps.review, name) is getattr(steps.local_review, name)
-    with pytest.raises(AttributeError):
-        steps.review.no_such_name  # noqa: B018
