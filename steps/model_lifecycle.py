@@ -6,7 +6,10 @@ Every Bedrock model the configuration names is looked up with ``bedrock`` ``GetF
 - ``captions.model_id`` when ``captions.backend`` is a Bedrock one (``nova``, ``nova-pro``);
 - ``embeddings.titan_model_id`` (``embeddings.backend: titan``) or ``embeddings.nova_model_id``
   (``embeddings.backend: nova``);
-- ``finetune.base_model_id`` and ``evaluation.base_model_id`` when ``finetune.backend: bedrock``.
+- ``finetune.base_model_id`` and ``evaluation.base_model_id`` when ``finetune.backend: bedrock`` and the run
+  is not a dry run (``finetune.dry_run`` / the ``DryRun`` parameter: a dry run calls neither model, so offline
+  local runs of that backend need no AWS access). ``finetune.require_active_base_model: false`` lets a LEGACY
+  base model through with a warning; past its end of life it is refused all the same.
 
 ``storyboard start`` and the first step's entry point (ExtractFrames) call :func:`check_configured_models`,
 so a retired model fails in seconds instead of after extraction, captioning and days of human review.
@@ -73,12 +76,14 @@ class ConfiguredModel:
         model_id: the configured value: a model ID, an inference profile ID or an ARN.
         fix: what to set instead when the model is retired (the key and a current model).
         parameter: the pipeline parameter that overrides the key at ``start`` (``CaptionModelId``), if any.
+        allow_legacy: a LEGACY model only warns (``finetune.require_active_base_model: false``).
     """
 
     key: str
     model_id: str
     fix: str
     parameter: str | None = None
+    allow_legacy: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,15 +169,18 @@ def configured_models(config: StoryboardConfig, overrides: Mapping[str, Any] | N
                                       value("embeddings.nova_model_id", config.embeddings.nova_model_id),
                                       f"set embeddings.nova_model_id to {CURRENT_EMBEDDINGS_MODEL}, or "
                                       f"embeddings.backend: local"))
-    if config.finetune.backend == "bedrock":
+    dry_run = str(values.get("finetune.dry_run", config.finetune.dry_run)).strip().lower() in ("true", "1")
+    if config.finetune.backend == "bedrock" and not dry_run:
+        allow_legacy = not config.finetune.require_active_base_model
         fix = ("set finetune.backend: sagemaker (a LoRA on Stable Diffusion XL), or finetune.base_model_id "
                "(pipeline parameter BaseModelId) and evaluation.base_model_id to an ACTIVE Bedrock image model "
                "that accepts customization")
         models.append(ConfiguredModel("finetune.base_model_id",
                                       value("finetune.base_model_id", config.finetune.base_model_id), fix,
-                                      "BaseModelId"))
+                                      "BaseModelId", allow_legacy))
         models.append(ConfiguredModel("evaluation.base_model_id",
-                                      value("evaluation.base_model_id", config.evaluation.base_model_id), fix))
+                                      value("evaluation.base_model_id", config.evaluation.base_model_id), fix,
+                                      allow_legacy=allow_legacy))
     return models
 
 
@@ -225,7 +233,7 @@ def lifecycle_problem(model: ConfiguredModel, lifecycle: ModelLifecycle, now: da
     looked_up = "" if lifecycle.model_id == model.model_id else f" (looked up as {lifecycle.model_id})"
     if lifecycle.end_of_life is not None and now >= lifecycle.end_of_life:
         state = "past its end of life"
-    elif lifecycle.status == "LEGACY":
+    elif lifecycle.status == "LEGACY" and not model.allow_legacy:
         state = "LEGACY"
     else:
         return None

@@ -65,7 +65,8 @@ def test_inference_profiles_are_looked_up_by_their_foundation_model(given, expec
 
 def test_only_models_the_configuration_calls_are_listed():
     assert configured_models(config()) == []  # offline defaults: template captions, local embeddings, LoRA
-    cfg = config(captions={"backend": "nova"}, embeddings={"backend": "nova"}, finetune={"backend": "bedrock"})
+    cfg = config(captions={"backend": "nova"}, embeddings={"backend": "nova"},
+                 finetune={"backend": "bedrock", "dry_run": False})
     listed = {m.key: m.model_id for m in configured_models(cfg)}
     assert listed == {"captions.model_id": "us.amazon.nova-2-lite-v1:0",
                       "embeddings.nova_model_id": "amazon.nova-2-multimodal-embeddings-v1:0",
@@ -74,6 +75,11 @@ def test_only_models_the_configuration_calls_are_listed():
     titan = configured_models(config(embeddings={"backend": "titan"}),
                               overrides={"embeddings.titan_model_id": "amazon.titan-embed-image-v2"})
     assert [(m.key, m.model_id) for m in titan] == [("embeddings.titan_model_id", "amazon.titan-embed-image-v2")]
+    # a dry run (the default) calls neither base model, so offline local runs need no AWS; DryRun=false does
+    dry = config(finetune={"backend": "bedrock"})
+    assert configured_models(dry) == []
+    assert [m.key for m in configured_models(dry, overrides={"finetune.dry_run": "false"})] == [
+        "finetune.base_model_id", "evaluation.base_model_id"]
 
 
 def test_default_configuration_makes_no_call():
@@ -95,7 +101,7 @@ def test_active_models_pass_and_a_profile_is_looked_up_by_its_model(bedrock):
 def test_legacy_model_is_refused_with_the_dates_and_the_fix(bedrock):
     client, stubber = bedrock
     stubber.add_response("get_foundation_model", LEGACY_CANVAS, {"modelIdentifier": "amazon.nova-canvas-v1:0"})
-    cfg = config(finetune={"backend": "bedrock"})  # finetune and evaluation share the model: one call
+    cfg = config(finetune={"backend": "bedrock", "dry_run": False})  # finetune and evaluation share it: one call
     with pytest.raises(ModelLifecycleError) as raised:
         check_configured_models(cfg, client, now=NOW)
     message = str(raised.value)
@@ -105,6 +111,17 @@ def test_legacy_model_is_refused_with_the_dates_and_the_fix(bedrock):
     assert ("legacyTime 2026-03-30, publicExtendedAccessTime 2026-06-30, endOfLifeTime 2026-09-30"
             in message)
     assert "set finetune.backend: sagemaker" in message
+
+
+def test_require_active_base_model_false_lets_legacy_through_but_not_end_of_life(bedrock, caplog):
+    client, stubber = bedrock
+    cfg = config(finetune={"backend": "bedrock", "dry_run": False, "require_active_base_model": False})
+    stubber.add_response("get_foundation_model", LEGACY_CANVAS, {"modelIdentifier": "amazon.nova-canvas-v1:0"})
+    checked = check_configured_models(cfg, client, now=NOW)  # 2026-05-01: LEGACY, before end of life
+    assert checked["amazon.nova-canvas-v1:0"].status == "LEGACY" and "endOfLifeTime 2026-09-30" in caplog.text
+    stubber.add_response("get_foundation_model", LEGACY_CANVAS, {"modelIdentifier": "amazon.nova-canvas-v1:0"})
+    with pytest.raises(ModelLifecycleError, match="is past its end of life"):
+        check_configured_models(cfg, client, now=datetime(2026, 10, 1, tzinfo=timezone.utc))
 
 
 def test_active_model_past_its_end_of_life_is_refused(bedrock):
@@ -214,7 +231,8 @@ def test_extract_frames_refuses_a_legacy_model_before_any_work(bedrock, tmp_path
     stubber.add_response("get_foundation_model", LEGACY_CANVAS, {"modelIdentifier": "amazon.nova-canvas-v1:0"})
     root = tmp_path / "processing"
     (root / "input" / "config").mkdir(parents=True)
-    (root / "input" / "config" / "pipeline.json").write_text(json.dumps({"finetune": {"backend": "bedrock"}}))
+    (root / "input" / "config" / "pipeline.json").write_text(json.dumps({"finetune": {"backend": "bedrock",
+                                                                                     "dry_run": False}}))
     (root / "input" / "videos").mkdir()
     (root / "input" / "videos" / "clip.mp4").write_bytes(b"not decoded: the check comes first")
     monkeypatch.setattr(steps.aws, "client_from_config", lambda service, aws=None, **kw: client)
