@@ -5,6 +5,7 @@ Backends (chosen by ``embeddings.backend`` in ``pipeline.yaml``, see :func:`make
 - ``local``: :class:`ColorTextureDescriptor`, a classical descriptor (colour histograms on a spatial
   pyramid plus histograms of oriented gradients), deterministic and offline.
 - ``titan``: Amazon Titan Multimodal Embeddings G1 through Bedrock (:mod:`evaluation.titan`).
+- ``nova``: Amazon Nova Multimodal Embeddings through Bedrock, us-east-1 (:mod:`evaluation.nova_embeddings`).
 - ``onnx``: a user-supplied ONNX image encoder run by onnxruntime (:mod:`evaluation.onnx_encoder`).
 
 Every backend returns L2-normalised float32 rows, so the cosine similarity of two images is the dot
@@ -151,7 +152,7 @@ class ColorTextureDescriptor:
 def make_embedder(config: EmbeddingConfig, aws: AwsConfig | None = None, client=None) -> ImageEmbedder:
     """Build the embedding backend named by ``config.backend``.
 
-    ``client`` overrides the ``bedrock-runtime`` client of the Titan backend (tests pass a stubbed one).
+    ``client`` overrides the ``bedrock-runtime`` client of the Titan and Nova backends (tests pass a stubbed one).
 
     Raises:
         ValueError: an unknown backend, or ``onnx`` without a model path.
@@ -162,10 +163,14 @@ def make_embedder(config: EmbeddingConfig, aws: AwsConfig | None = None, client=
         from evaluation.titan import TitanImageEmbedder
 
         return TitanImageEmbedder.from_config(config, aws, client=client)
+    if config.backend == "nova":
+        from evaluation.nova_embeddings import NovaImageEmbedder
+
+        return NovaImageEmbedder.from_config(config, aws, client=client)
     if config.backend == "onnx":
         from evaluation.onnx_encoder import OnnxImageEmbedder
 
         if not config.onnx_model_path:
             raise ValueError("embeddings.backend 'onnx' needs embeddings.onnx_model_path")
         return OnnxImageEmbedder(config.onnx_model_path, input_size=config.onnx_input_size)
-    raise ValueError(f"unknown embeddings.backend {config.backend!r}; use local, titan or onnx")
+    raise ValueError(f"unknown embeddings.backend {config.backend!r}; use local, titan, nova or onnx")

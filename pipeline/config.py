@@ -38,6 +38,12 @@ NOVA_CANVAS_MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 CHARACTER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
+# Bedrock model defaults (Nova 2 Lite: generally available, multimodal input; Nova Multimodal Embeddings:
+# offered in us-east-1, Nova user guide "Using Nova Embeddings").
+NOVA_CAPTIONS_MODEL_ID = "us.amazon.nova-2-lite-v1:0"
+NOVA_EMBEDDINGS_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
+NOVA_EMBEDDINGS_REGIONS = ("us-east-1",)
+
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -178,12 +184,24 @@ class CropConfig(StrictModel):
 
 
 class EmbeddingConfig(StrictModel):
-    """Image embeddings for de-duplication, identity and evaluation."""
+    """Image embeddings for de-duplication, identity and evaluation.
 
-    backend: Literal["local", "titan", "onnx"] = "local"
+    Backends: ``local`` (offline descriptor), ``titan`` (Titan Multimodal Embeddings G1), ``nova`` (Amazon
+    Nova Multimodal Embeddings, ``amazon.nova-2-multimodal-embeddings-v1:0``, us-east-1; dimensions 256,
+    384, 1,024 or 3,072 per the Nova user guide, "Complete embeddings request and response schema"),
+    ``onnx`` (a user-supplied encoder).
+    """
+
+    backend: Literal["local", "titan", "nova", "onnx"] = "local"
     titan_model_id: str = Field("amazon.titan-embed-image-v1", min_length=1)
     titan_output_length: Literal[256, 384, 1024] = Field(
         1024, description="Titan Multimodal Embeddings G1 outputEmbeddingLength.")
+    nova_model_id: str = Field(NOVA_EMBEDDINGS_MODEL_ID, min_length=1,
+                               description="Nova Multimodal Embeddings model ID (backend=nova).")
+    nova_dimension: Literal[256, 384, 1024, 3072] = Field(
+        1024, description="Nova Multimodal Embeddings embeddingDimension (backend=nova).")
+    nova_embedding_purpose: Literal["GENERIC_INDEX", "CLASSIFICATION", "CLUSTERING"] = Field(
+        "GENERIC_INDEX", description="Nova embeddingPurpose for images compared with images (backend=nova).")
     onnx_model_path: str | None = Field(None, description="ONNX image encoder (backend=onnx).")
     onnx_input_size: int = Field(224, ge=32, le=1024, description="Square input side of the ONNX encoder.")
     concurrency: int = Field(4, ge=1, le=64, description="Parallel embedding requests (titan).")
@@ -204,10 +222,15 @@ class DedupConfig(StrictModel):
 
 
 class CaptionConfig(StrictModel):
-    """Captions: template (offline default) or Amazon Nova Pro through the Converse API."""
+    """Captions: template (offline default) or an Amazon Nova model through the Converse API.
 
-    backend: Literal["template", "nova-pro"] = "template"
-    model_id: str = Field("us.amazon.nova-pro-v1:0", min_length=1,
+    ``backend: nova`` (``nova-pro`` is the same backend under its former name) sends each crop to
+    ``model_id``: by default Nova 2 Lite through its US cross-Region inference profile
+    (``us.amazon.nova-2-lite-v1:0``); Nova Pro v1 stays an option (``us.amazon.nova-pro-v1:0``).
+    """
+
+    backend: Literal["template", "nova", "nova-pro"] = "template"
+    model_id: str = Field(NOVA_CAPTIONS_MODEL_ID, min_length=1,
                           description="Inference profile ID; the bare model ID is rejected on demand.")
     template: str = Field("{names}, {scene}", min_length=3,
                           description="Template caption; fields: {names}, {scene}, {description}.")
@@ -257,6 +280,14 @@ class StoryboardConfig(StrictModel):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     sagemaker: SageMakerConfig = Field(default_factory=SageMakerConfig)
+
+    @model_validator(mode="after")
+    def _nova_embeddings_region(self) -> StoryboardConfig:
+        if self.embeddings.backend == "nova" and self.aws.region not in NOVA_EMBEDDINGS_REGIONS:
+            raise ValueError(f"embeddings.backend nova (Nova Multimodal Embeddings) is offered in "
+                             f"{', '.join(NOVA_EMBEDDINGS_REGIONS)} only; set aws.region: us-east-1, or another "
+                             f"embeddings.backend (aws.region is {self.aws.region})")
+        return self
 
     @field_validator("characters")
     @classmethod

@@ -1,7 +1,8 @@
-"""Captions behind one interface: template captions offline, Amazon Nova Pro on Bedrock.
+"""Captions behind one interface: template captions offline, an Amazon Nova model on Bedrock.
 
 Backends (``captions.backend``, see :func:`make_captioner`): :class:`TemplateCaptioner` (offline default)
-and :class:`steps.nova_captioner.NovaProCaptioner` (Amazon Nova Pro through the Converse API).
+and :class:`steps.nova_captioner.NovaCaptioner` (``nova``, formerly ``nova-pro``: a Nova model through the
+Converse API, by default Nova 2 Lite ``us.amazon.nova-2-lite-v1:0``; Nova Pro v1 stays an option).
 
 A caption names the character(s) in the crop; Nova Canvas accepts 3 to 1,024 characters (DESIGN §5).
 """
@@ -199,18 +200,18 @@ class TemplateCaptioner:
 
 def make_captioner(config: CaptionConfig, characters: Sequence[CharacterConfig] = (),
                    aws: AwsConfig | None = None, client: Any = None) -> Captioner:
-    """Build the captioner named by ``config.backend``: ``template`` or ``nova-pro``.
+    """Build the captioner named by ``config.backend``: ``template``, or ``nova`` (``nova-pro``, its former name).
 
     ``characters`` are the configured characters (names and descriptions for prompts and templates);
-    ``client`` overrides the ``bedrock-runtime`` client of the Nova Pro backend (tests pass a stubbed one).
+    ``client`` overrides the ``bedrock-runtime`` client of the Nova backend (tests pass a stubbed one).
 
     Raises:
         ValueError: an unknown backend.
     """
     if config.backend == "template":
         return TemplateCaptioner(config, characters)
-    if config.backend == "nova-pro":
-        from steps.nova_captioner import NovaProCaptioner
+    if config.backend in ("nova", "nova-pro"):
+        from steps.nova_captioner import NovaCaptioner
 
-        return NovaProCaptioner(config, characters, aws=aws, client=client)
-    raise ValueError(f"unknown captions.backend {config.backend!r}; use template or nova-pro")
+        return NovaCaptioner(config, characters, aws=aws, client=client)
+    raise ValueError(f"unknown captions.backend {config.backend!r}; use template or nova")

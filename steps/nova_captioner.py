@@ -1,4 +1,4 @@
-"""Captions by Amazon Nova Pro through the Bedrock Converse API, with the blog's labelling prompt.
+"""Captions by an Amazon Nova model through the Bedrock Converse API, with the blog's labelling prompt.
 
 The prompt follows the blog post's "Data Labeling" section (``shared/seeds/blog-part2-character-
 consistent-storyboards.txt``): a system prompt asking for a 20 to 30 word alt text that names the
@@ -8,8 +8,10 @@ display names and descriptions, and the prompt says which of them the detector f
 
 Facts respected (DESIGN §5; Bedrock and Nova user guides):
 
-- model: ``captions.model_id``, default ``us.amazon.nova-pro-v1:0``, the cross-Region inference profile;
-  the bare model ID ``amazon.nova-pro-v1:0`` is rejected for on-demand use;
+- model: ``captions.model_id``, default Nova 2 Lite through its US cross-Region inference profile
+  ``us.amazon.nova-2-lite-v1:0`` (Nova Pro v1, ``us.amazon.nova-pro-v1:0``, stays an option); bare model IDs
+  such as ``amazon.nova-pro-v1:0`` are rejected for on-demand use. The model's lifecycle is checked before
+  any work by :mod:`steps.model_lifecycle`;
 - image: a Converse ``image`` content block (PNG, JPEG, GIF or WebP), inline payload at most 25 MB; Nova
   rescales images to about 896 px a side anyway, so crops are sent as JPEG of at most 2,048 px a side;
 - throttling: botocore's adaptive retry mode (:func:`steps.aws.make_client`) retries inside each call.
@@ -130,8 +132,8 @@ def names_in(caption: str, names: Sequence[str]) -> list[str]:
     return [n for n in names if re.search(r"(?<!\w)" + re.escape(n.strip()) + r"(?!\w)", caption, re.IGNORECASE)]
 
 
-class NovaProCaptioner:
-    """Amazon Nova Pro captions through ``bedrock-runtime`` ``converse``.
+class NovaCaptioner:
+    """Amazon Nova captions (``captions.model_id``: Nova 2 Lite by default) through ``bedrock-runtime`` ``converse``.
 
     Implements :class:`steps.captions.Captioner`. Requests run in a thread pool of
     ``config.concurrency`` workers; results come back in request order.
@@ -166,7 +168,7 @@ class NovaProCaptioner:
         self.client = client
         self.config = config
         self.model_id = config.model_id
-        self.name = "nova-pro"
+        self.name = "nova"
         self.image_format: ImageFormat = image_format
         self.transient_retries = int(transient_retries)
         self.backoff_s = float(backoff_s)
@@ -252,8 +254,8 @@ class NovaProCaptioner:
                 code = err.response.get("Error", {}).get("Code", "")
                 message = err.response.get("Error", {}).get("Message", "")
                 if code not in TRANSIENT_ERROR_CODES:
-                    hint = (" (check captions.model_id: on-demand Nova Pro needs the inference profile "
-                            "us.amazon.nova-pro-v1:0, and model access must be granted in this Region)"
+                    hint = (" (check captions.model_id: on-demand Nova models need an inference profile such as "
+                            "us.amazon.nova-2-lite-v1:0, and model access must be granted in this Region)"
                             if code in ("ValidationException", "AccessDeniedException", "ResourceNotFoundException")
                             else "")
                     raise NovaCaptionError(f"Converse on {self.model_id} failed for {item_id!r}: {code}: "
@@ -290,7 +292,7 @@ class NovaProCaptioner:
                 caption = self.check_answer(response, request)
             except RejectedAnswer as err:
                 reasons.append(str(err))
-                log.info("Nova Pro answer for %s rejected: %s", request.item_id, err)
+                log.info("Nova answer for %s rejected: %s", request.item_id, err)
                 continue
             return CaptionResult(item_id=request.item_id, caption=caption, source=self.model_id, attempts=calls)
         note = f"{self.model_id} gave no usable caption ({len(reasons)} answer(s)): {reasons[-1]}"
@@ -317,3 +319,7 @@ class NovaProCaptioner:
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+NovaProCaptioner = NovaCaptioner
+"""The former name of :class:`NovaCaptioner` (``captions.backend: nova-pro``), kept for existing imports."""

@@ -31,7 +31,7 @@ from steps.nova_captioner import (
     parse_alt_text,
 )
 
-MODEL = "us.amazon.nova-pro-v1:0"
+MODEL = "us.amazon.nova-2-lite-v1:0"  # the default: Nova 2 Lite through its US inference profile
 GOOD = ("Bunny stretches beside a grassy burrow in the morning sun, yawning while butterflies "
         "drift past the mossy stones behind him.")
 
@@ -113,9 +113,22 @@ def test_template_rejects_bad_templates_and_requests():
 def test_make_captioner_picks_the_backend(aws_env):
     assert isinstance(make_captioner(caption_config(), characters()), TemplateCaptioner)
     client = boto3.client("bedrock-runtime", region_name="us-east-1")
-    nova = make_captioner(caption_config(backend="nova-pro"), characters(), client=client)
+    nova = make_captioner(caption_config(backend="nova"), characters(), client=client)
     assert isinstance(nova, NovaProCaptioner) and isinstance(nova, Captioner)
     assert nova.client is client and nova.model_id == MODEL
+    former = make_captioner(caption_config(backend="nova-pro"), characters(), client=client)  # the former name
+    assert isinstance(former, NovaProCaptioner) and former.model_id == MODEL
+
+
+def test_nova_pro_v1_stays_an_option(converse):
+    client, stubber = converse
+    cap = NovaProCaptioner(caption_config(backend="nova", model_id="us.amazon.nova-pro-v1:0", concurrency=1),
+                           characters(), client=client)
+    req = request()
+    params = {**expected(cap, req), "modelId": "us.amazon.nova-pro-v1:0"}
+    stubber.add_response("converse", answer(json.dumps({"alt_text": GOOD})), params)
+    [result] = cap.caption([req])
+    assert result.caption == GOOD and result.source == "us.amazon.nova-pro-v1:0"
 
 
 # -- Nova Pro through a stubbed Converse -------------------------------------------------------------
@@ -264,7 +277,7 @@ def test_access_denied_raises_with_a_hint(converse):
     stubber.add_client_error("converse", service_error_code="AccessDeniedException",
                              service_message="You don't have access to the model", http_status_code=403,
                              expected_params=expected(cap, req))
-    with pytest.raises(NovaCaptionError, match="inference profile us.amazon.nova-pro-v1:0"):
+    with pytest.raises(NovaCaptionError, match="inference profile such as us.amazon.nova-2-lite-v1:0"):
         cap.caption([req])
 
 

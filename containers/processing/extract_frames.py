@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         "dedup.threshold": args.dedup_threshold,
         "embeddings.titan_model_id": optional(args.embedding_model_id),
     })
+    from steps.model_lifecycle import check_configured_models
+
+    check_configured_models(config)  # a LEGACY or end-of-life Bedrock model fails here, before any work
     host, hosts = current_host()
     out_dir = root / "output" / "extract" / host
     videos = find_videos(root / "input" / "videos")

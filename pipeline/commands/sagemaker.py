@@ -339,6 +339,11 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = with_stack_outputs(args, config, session)
     name = _pipeline_name(config)
     overrides = parse_assignments(args.param)
+    from steps.aws import client_config
+    from steps.model_lifecycle import check_configured_models  # LEGACY / end-of-life models: refused before any work
+
+    check_configured_models(config, session.client("bedrock", config=client_config(60, config.aws.max_attempts)),
+                            overrides={SPECS_BY_NAME[k].source: v for k, v in overrides.items() if k in SPECS_BY_NAME})
     described = client.describe_pipeline(PipelineName=name)
     definition = json.loads(described.get("PipelineDefinition") or "{}")
     resolve_parameters(definition, overrides)  # names, types and enum values of the deployed pipeline
