@@ -22,7 +22,7 @@ ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 PACKAGE = "arn:aws:sagemaker:us-east-1:123456789012:model-package/storyboard-characters/1"
 
 # Arguments a command needs to reach its first AWS call (anything else runs with none).
-ARGS = {"upsert": ["--role-arn", ROLE], "approve": [PACKAGE]}
+ARGS = {"upsert": ["--role-arn", ROLE], "approve": [PACKAGE], "images": ["push"]}
 
 
 def cloud_commands() -> list[str]:
@@ -54,7 +54,7 @@ def no_credentials(tmp_path, monkeypatch):
 
 
 def test_the_cloud_commands_are_found():
-    assert {"upsert", "start", "status", "list", "stop", "approve"} <= set(cloud_commands())
+    assert {"upsert", "start", "status", "list", "stop", "approve", "deploy", "images"} <= set(cloud_commands())
 
 
 @pytest.mark.parametrize("command", cloud_commands())
