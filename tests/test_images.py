@@ -68,3 +68,52 @@ def test_lambda_handlers_do_not_import_the_sagemaker_sdk():
             "print(','.join(bad)); sys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def base_install_modules() -> set[str]:
+    """Top-level modules of setup.py's base install (``install_requires``) and everything it pulls in, from
+    this environment's distribution metadata: what the Lambda image has besides the standard library."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from test_dockerfiles import SETUP
+
+    modules: set[str] = set(SETUP["PACKAGES"])
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in SETUP["install_requires"]]
+    while todo:
+        requirement = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = requirement.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(requirement.name)
+        for file in dist.files or ():
+            top = file.parts[0]
+            if top.endswith((".dist-info", ".data")) or top in ("..", "bin", "__pycache__"):
+                continue
+            modules.add(top.removesuffix(".py").split(".")[0])
+        todo += [Requirement(r) for r in dist.requires or ()]
+    return modules
+
+
+def test_lambda_handlers_import_only_the_base_install():
+    """Every handler module imports with nothing beyond the standard library and the base install: any other
+    import fails in the subprocess, as it would in the Lambda image (containers/lambda/requirements.lock)."""
+    allowed = sorted(base_install_modules())
+    modules = sorted(p.stem for p in (REPO / "containers" / "lambda_handlers").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, importlib.abc, sys\n"
+            f"allowed = set({allowed!r}) | set(sys.stdlib_module_names)\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        top = name.split('.')[0]\n"
+            "        if top not in allowed and not top.startswith('_'):\n"
+            "            raise ImportError(f'{name}: not in the Lambda image (base install only)')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"for m in {modules!r}: importlib.import_module('containers.lambda_handlers.' + m)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {"boto3", "botocore", "pydantic", "yaml"} <= set(allowed)
+    assert not {"sagemaker", "cv2", "av", "numpy", "torch", "PIL"} & set(allowed)
