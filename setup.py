@@ -18,11 +18,13 @@ from setuptools import find_packages, setup
 # (tests/test_dockerfiles.py checks it against the folders on disk).
 PACKAGES = ("pipeline", "steps", "evaluation", "containers")
 
-# The Lambda handlers' imports, and nothing else: the Lambda image installs only these.
+# What the Lambda handlers import, at import time or when they run (Pillow: the training-set check reads image
+# headers, steps.bedrock_validation), and nothing else: the Lambda image installs only these.
 BASE = [
     "boto3>=1.34,<2",
     "pydantic>=2.6,<3",
     "pyyaml>=6,<7",
+    "pillow>=10,<13",
 ]
 PROCESSING = [
     "av>=12,<19",
