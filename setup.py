@@ -33,7 +33,6 @@ PROCESSING = [
     "scikit-learn>=1.4,<2",
     "scipy>=1.11,<2",
     "scikit-image>=0.22,<1",
-    "pillow>=10,<13",
     "tqdm>=4.66,<5",
     "jinja2>=3.1,<4",
     "matplotlib>=3.8,<4",
@@ -52,7 +51,6 @@ TRAIN = [
     "accelerate>=0.33,<2",
     "safetensors>=0.4,<1",
     "huggingface-hub>=0.24,<3",
-    "pillow>=10,<13",
     "numpy>=1.26,<3",
 ]
 DEV = [
