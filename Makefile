@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo prepare-demo test lint iac-check bench clean
+.PHONY: venv demo prepare-demo test lint iac-check bench lock clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,28 @@ test: lint
 bench: venv
 	$(PY) bench/bench_sampling.py
 	$(PY) bench/bench_lora.py
+
+# One lock per image (containers/<image>/requirements.lock), with the hashes of every file of each pinned release,
+# resolved for the image's Python (each Dockerfile checks it) on Linux; `make lock LOCK_FLAGS=--upgrade` moves
+# every pin to the newest release the ranges of setup.py allow, plain `make lock` keeps the pins it can.
+# setuptools is locked too: the images build the project with --no-build-isolation, from the lock alone.
+# torch is never locked: the training and inference images take it from their PyTorch base image (the override
+# gives it a marker that is never true, so neither torch nor its CUDA wheels enter a lock).
+LOCK_PLATFORM ?= x86_64-manylinux_2_28
+LOCK_FLAGS ?=
+# $(call lock_image,IMAGE,PYTHON,EXTRAS...)
+define lock_image
+	printf 'setuptools>=70.1\n' | $(VENV)/bin/uv pip compile setup.py - $(foreach e,$(3),--extra $(e)) \
+		--python-version $(2) --python-platform $(LOCK_PLATFORM) --generate-hashes \
+		--override $(VENV)/lock-overrides.txt --quiet $(LOCK_FLAGS) -o containers/$(1)/requirements.lock
+endef
+
+lock: venv
+	printf 'torch ; sys_platform == "never"\n' > $(VENV)/lock-overrides.txt
+	$(call lock_image,lambda,3.12,)
+	$(call lock_image,processing,3.11,processing onnx)
+	$(call lock_image,training,3.11,train processing onnx)
+	$(call lock_image,inference,3.12,train)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) runs

@@ -3,6 +3,7 @@ and the Lambda handlers importing without the SageMaker SDK."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,91 @@ def test_lambda_handlers_do_not_import_the_sagemaker_sdk():
             "print(','.join(bad)); sys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def base_install_modules() -> set[str]:
+    """Top-level modules of setup.py's base install (``install_requires``) and everything it pulls in, from
+    this environment's distribution metadata: what the Lambda image has besides the standard library."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from test_dockerfiles import SETUP
+
+    modules: set[str] = set(SETUP["PACKAGES"])
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in SETUP["install_requires"]]
+    while todo:
+        requirement = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = requirement.name.lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        dist = metadata.distribution(requirement.name)
+        for file in dist.files or ():
+            top = file.parts[0]
+            if top.endswith((".dist-info", ".data")) or top in ("..", "bin", "__pycache__"):
+                continue
+            modules.add(top.removesuffix(".py").split(".")[0])
+        todo += [Requirement(r) for r in dist.requires or ()]
+    return modules
+
+
+def test_lambda_handlers_import_only_the_base_install():
+    """Every handler module imports with nothing beyond the standard library and the base install: any other
+    import fails in the subprocess, as it would in the Lambda image (containers/lambda/requirements.lock)."""
+    allowed = sorted(base_install_modules())
+    modules = sorted(p.stem for p in (REPO / "containers" / "lambda_handlers").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, importlib.abc, sys\n"
+            f"allowed = set({allowed!r}) | set(sys.stdlib_module_names)\n"
+            "class Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        top = name.split('.')[0]\n"
+            "        if top not in allowed and not top.startswith('_'):\n"
+            "            raise ImportError(f'{name}: not in the Lambda image (base install only)')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            f"for m in {modules!r}: importlib.import_module('containers.lambda_handlers.' + m)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert {"boto3", "botocore", "pydantic", "yaml"} <= set(allowed)
+    assert not {"sagemaker", "cv2", "av", "numpy", "torch"} & set(allowed)
+
+
+# Imports in the handlers' modules that the Lambda image need not satisfy, and why.
+NOT_IN_LAMBDA = {
+    "regex": "optional: steps.bedrock_validation falls back to re without it",
+    "torch": "steps.lora's training functions only (the handlers read its settings)",
+    "transformers": "steps.lora's training functions only (the handlers read its settings)",
+}
+
+
+def test_every_import_in_the_handlers_modules_is_in_the_base_install():
+    """Also the imports inside functions (run later, in the function, not at import time): every third-party
+    module named anywhere in a project module that the handlers load is in the base install, or is listed in
+    NOT_IN_LAMBDA with its reason."""
+    import ast
+
+    modules = sorted(p.stem for p in (REPO / "containers" / "lambda_handlers").glob("*.py") if p.stem != "__init__")
+    code = ("import importlib, json, sys\n"
+            f"for m in {modules!r}: importlib.import_module('containers.lambda_handlers.' + m)\n"
+            "print(json.dumps(sorted(m.__file__ for k, m in sys.modules.items() if k.split('.')[0] in "
+            f"{tuple(sorted(base_install_modules()))!r} and getattr(m, '__file__', None) and '{REPO}' in m.__file__)))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    files = [Path(f) for f in json.loads(result.stdout)]
+    assert any(f.parts[-2:] == ("steps", "bedrock_validation.py") for f in files)
+    allowed = base_install_modules() | set(sys.stdlib_module_names)
+    missing: dict[str, list[str]] = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in allowed and top not in NOT_IN_LAMBDA:
+                    missing.setdefault(top, []).append(str(path.relative_to(REPO)))
+    assert not missing, f"imported by the handlers' modules but not in setup.py's base install: {missing}"
