@@ -482,10 +482,10 @@ def test_local_review_keeps_answers_across_attempts_and_asks_only_for_the_rest(t
     config = config.model_copy(update={"review": config.review.model_copy(update={"local_review_timeout_s": 30})})
     urls: list[str] = []
     result: dict = {}
-    import containers.lambda_handlers.local as local_handlers
+    import steps.local_review as local_review
 
-    real_serve = local_handlers.serve_local_review
-    monkeypatch.setattr(local_handlers, "serve_local_review",
+    real_serve = local_review.serve_local_review
+    monkeypatch.setattr(local_review, "serve_local_review",
                         lambda *a, **k: real_serve(*a, **{**k, "on_ready": urls.append}))
 
     def run() -> None:

@@ -39,9 +39,7 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
-from steps.local_review import LocalHumanLoops, serve_local_review
 from steps.mlops_config import endpoint_name, model_package_group_name
-from steps.references import REFERENCES_FOLDER
 from steps.registry import (
     ApprovalAction,
     LocalModelRegistry,
@@ -141,6 +139,10 @@ def human_review(args: Mapping[str, str], run_dir: Path, config: StoryboardConfi
 
 
 def _review_in_browser(rows: list[dict[str, Any]], manifest: Path, run_dir: Path, config: StoryboardConfig) -> list:
+    # imported here: the page needs Flask (the `cli` extra), which the Lambda image does not install
+    from steps.local_review import LocalHumanLoops, serve_local_review
+    from steps.references import REFERENCES_FOLDER  # PyAV, also outside the Lambda image
+
     loops = LocalHumanLoops(run_dir / "human_loops")
     digest = hashlib.sha256(manifest.read_bytes()).hexdigest()
     key = execution_key(f"local:{manifest.resolve()}", digest[:10])
