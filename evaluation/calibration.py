@@ -106,7 +106,7 @@ def calibrate(names: Sequence[str], ref_emb: Mapping[str, np.ndarray], items: Se
     per: dict[str, dict[str, Any]] = {}
     held_out = items is not None and embeddings is not None and len(items) > 0
     if held_out:
-        sim = M.reference_similarity(embeddings, ref_emb)
+        sim = M.reference_similarity(embeddings, {n: ref_emb[n] for n in names})  # columns in names order
         labels = [item.character for item in items]
         background = np.array([lab is None for lab in labels])
         for j, name in enumerate(names):
