@@ -240,6 +240,12 @@ class EvaluationConfig(StrictModel):
         description="Gate: highest acceptable share of fine-tuned images that are near-copies of a training crop "
                     "(similarity at or above memorisation_threshold); needs the training crops, else the gate is "
                     "inconclusive.")
+    min_calibration_auc: float = Field(
+        0.9, ge=0.5, le=1.0,
+        description="Gate: lowest acceptable one-vs-rest ROC AUC of the encoder on each run's own held-out real crops "
+                    "(each character against the other characters and background windows; evaluation.calibration). "
+                    "Below it, or not measured, the gate is inconclusive: the encoder cannot tell the characters apart "
+                    "(use Titan, Nova Multimodal Embeddings or an ONNX encoder).")
     min_images_per_character: int = Field(
         8, ge=2, le=10_000,
         description="Images per character below which a character's bootstrap intervals are flagged (few_images): "

@@ -3,7 +3,8 @@
 Backends (chosen by ``embeddings.backend`` in ``pipeline.yaml``, see :func:`make_embedder`):
 
 - ``local``: :class:`ColorTextureDescriptor`, a classical descriptor (colour histograms on a spatial
-  pyramid plus histograms of oriented gradients), deterministic and offline.
+  pyramid plus histograms of oriented gradients), deterministic and offline; the Evaluate step uses
+  :class:`evaluation.layout_descriptor.LabLayoutDescriptor` (CIELAB colour layout on a 3-level grid plus HOG).
 - ``titan``: Amazon Titan Multimodal Embeddings G1 through Bedrock (:mod:`evaluation.titan`).
 - ``nova``: Amazon Nova Multimodal Embeddings through Bedrock, us-east-1 (:mod:`evaluation.nova_embeddings`).
 - ``onnx``: a user-supplied ONNX image encoder run by onnxruntime (:mod:`evaluation.onnx_encoder`).
@@ -149,15 +150,26 @@ class ColorTextureDescriptor:
         return np.stack([self.embed_image(img) for img in images])
 
 
-def make_embedder(config: EmbeddingConfig, aws: AwsConfig | None = None, client=None) -> ImageEmbedder:
+def make_embedder(config: EmbeddingConfig, aws: AwsConfig | None = None, client=None,
+                  purpose: str = "extraction") -> ImageEmbedder:
     """Build the embedding backend named by ``config.backend``.
 
     ``client`` overrides the ``bedrock-runtime`` client of the Titan and Nova backends (tests pass a stubbed one).
+    ``purpose`` picks the ``local`` descriptor: ``"extraction"`` (ExtractFrames' de-duplication, whose thresholds
+    were tuned on it): :class:`ColorTextureDescriptor`; ``"evaluation"`` (the Evaluate step):
+    :class:`evaluation.layout_descriptor.LabLayoutDescriptor`, which separates held-out real crops of each
+    character from the rest of its film better (see that module for the figures).
 
     Raises:
         ValueError: an unknown backend, or ``onnx`` without a model path.
     """
+    if purpose not in ("extraction", "evaluation"):
+        raise ValueError(f"unknown purpose {purpose!r}; use extraction or evaluation")
     if config.backend == "local":
+        if purpose == "evaluation":
+            from evaluation.layout_descriptor import LabLayoutDescriptor
+
+            return LabLayoutDescriptor()
         return ColorTextureDescriptor()
     if config.backend == "titan":
         from evaluation.titan import TitanImageEmbedder

@@ -45,7 +45,6 @@ a handful of values has only a few possible means).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -53,19 +52,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from evaluation import metrics as M
+from evaluation.calibration import calibrate, calibrated, held_out_training
 from evaluation.embeddings import ImageEmbedder, TextImageEmbedder, make_embedder
-from evaluation.generation import (
-    GENERATION_LOG,
-    IMAGE_SUFFIXES,
-    character_prompts,
-    parse_image_name,
-    read_generation_log,
+from evaluation.gate import GATE_STATUSES, decide_gate
+from evaluation.generation import character_prompts, read_generation_log
+from evaluation.inputs import (
+    BACKGROUND_FOLDER,
+    FOLDER_NAME,
+    NOT_CHARACTER_FOLDERS,
+    REFERENCES_YAML,
+    ImageItem,
+    check_dimensions,
+    embed_items,
+    load_rgb,
+    scan_character_folders,
+    scan_training_crops,
+    skip_reason,
 )
 from steps.errors import InputError
-from steps.io import read_jsonl, write_bytes, write_json, write_text
+from steps.io import write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
     from pipeline.config import StoryboardConfig
@@ -74,14 +81,13 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "evaluation.schema.json"
-BACKGROUND_FOLDER = "_background"
 MIN_IMAGES_PER_CHARACTER = 2  # hard floor: no mean or interval below it
-NOT_CHARACTER_FOLDERS = frozenset({"dropped"})  # ExtractFrames' crops/dropped/ (crops the filters rejected)
-REFERENCES_YAML = "references.yaml"
-GATE_STATUSES = ("passed", "failed", "inconclusive")
 MODELS = ("finetuned", "base")
-FOLDER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOSS_CURVE = "loss_curve.png"
+__all__ = ["BACKGROUND_FOLDER", "FOLDER_NAME", "GATE_STATUSES", "NOT_CHARACTER_FOLDERS", "REFERENCES_YAML",
+           "EvaluationResult", "ImageItem", "check_dimensions", "decide_gate", "embed_items", "load_rgb",
+           "load_schema", "run_evaluation", "scan_character_folders", "scan_training_crops", "skip_reason",
+           "validate_evaluation"]
 
 METRIC_INFO: dict[str, dict[str, Any]] = {
     "character_similarity": {
@@ -114,16 +120,6 @@ METRIC_INFO: dict[str, dict[str, Any]] = {
 
 
 @dataclass
-class ImageItem:
-    """One image file: its path, the path relative to its set's root, its character (or ``None``)."""
-
-    path: Path
-    rel: str
-    character: str | None
-    meta: dict[str, Any] | None = None
-
-
-@dataclass
 class EvaluationResult:
     """What :func:`run_evaluation` produced.
 
@@ -140,176 +136,6 @@ class EvaluationResult:
     passed: bool
     warnings: list[str] = field(default_factory=list)
     status: str = "failed"
-
-
-# --- inputs ----------------------------------------------------------------------------------------
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-
-
-def skip_reason(name: str) -> str | None:
-    """Why a sub-folder named ``name`` is no character folder, or ``None`` when it may be one."""
-    if name.startswith((".", "_")):
-        return "names starting with '.' or '_' are not characters"
-    if name in NOT_CHARACTER_FOLDERS:
-        return "ExtractFrames' rejected crops, not a character"
-    return None
-
-
-def _skipped(folder: Path, what: str, warnings: list[str] | None) -> bool:
-    """True when ``folder`` is no character folder (:func:`skip_reason`); the skip is then logged and added
-    to ``warnings``."""
-    skip = skip_reason(folder.name)
-    if skip:
-        message = f"{what}: skipped folder {folder} ({skip})"
-        log.warning(message)
-        if warnings is not None:
-            warnings.append(message)
-    return skip is not None
-
-
-def scan_character_folders(root: str | Path | None, what: str, option: str, *,
-                           min_images: int = 1, allow_background: bool = False,
-                           generation: dict[str, Any] | None = None,
-                           warnings: list[str] | None = None) -> dict[str, list[ImageItem]]:
-    """Images of ``root/<character>/`` for every character folder, in sorted order.
-
-    Folders that are no character (names starting with ``.`` or ``_`` except ``_background`` where allowed,
-    ``dropped/``) are skipped with a warning appended to ``warnings``.
-
-    Args:
-        root: the folder; ``what`` and ``option`` name it in messages (``"images"``, ``"--images"``).
-        min_images: fewest images a character folder must hold.
-        allow_background: also read ``root/_background/`` (character ``None`` in the items, key
-            ``"_background"`` in the result).
-        generation: the folder's generation log, to say in an error which prompts were blocked.
-
-    Raises:
-        InputError: ``root`` is missing or holds no character folder with images; a folder name is not
-            a character name; a character has fewer than ``min_images`` images; a references folder holds
-            only ``references.yaml`` (frame regions, which need the video: the message says how to resolve them).
-    """
-    if root is None:
-        raise InputError(f"{option} is required")
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"{what} folder {root} ({option}) does not exist; give a folder with one sub-folder "
-                         "of images per character (DIR/<character>/*.png)")
-    result: dict[str, list[ImageItem]] = {}
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        name = folder.name
-        if name == BACKGROUND_FOLDER and allow_background:
-            result[name] = [ImageItem(p, f"{name}/{p.name}", None) for p in _image_files(folder)]
-            continue
-        if _skipped(folder, what, warnings):
-            continue
-        if not FOLDER_NAME.match(name):
-            raise InputError(f"{what} folder {folder} ({option}) is not a character name (lower-case letters, "
-                             "digits, '_' or '-'); rename it to the character's name from pipeline.yaml")
-        files = _image_files(folder)
-        if not files and (folder / REFERENCES_YAML).is_file():
-            raise InputError(
-                f"{what} folder {folder} ({option}) defines {name!r} only by {REFERENCES_YAML} (regions of video "
-                "frames), which this command cannot crop without the video: run `storyboard evaluate --video "
-                "VIDEO` (the regions are resolved with steps.references.load_references), or pass the dataset's "
-                "resolved references (<dataset>/references/, written by ExtractFrames) as --references")
-        if len(files) < min_images:
-            blocked = ""
-            if generation:
-                rows = [r for r in generation["records"] if r.get("character") == name and r.get("status") != "ok"]
-                if rows:
-                    blocked = (f"; {len(rows)} request(s) for {name!r} were blocked or failed (see "
-                               f"{root / GENERATION_LOG})")
-            raise InputError(
-                f"{what} folder {folder} ({option}) has {len(files)} image(s); at least {min_images} are needed "
-                f"per character" + (" (a mean and a confidence interval over fewer images are meaningless)"
-                                    if min_images > 1 else "") + blocked)
-        result[name] = [ImageItem(p, f"{name}/{p.name}", name, parse_image_name(p.name)) for p in files]
-    if not any(k != BACKGROUND_FOLDER and v for k, v in result.items()):
-        loose = _image_files(root)
-        hint = (f" ({len(loose)} image(s) lie directly in it: move them into {root}/<character>/)"
-                if loose else "")
-        raise InputError(f"{what} folder {root} ({option}) is empty: it has no <character>/ sub-folder with "
-                         f"images{hint}")
-    return result
-
-
-def scan_training_crops(root: str | Path, warnings: list[str] | None = None) -> list[ImageItem]:
-    """Training crops for memorisation and (where their character is known) calibration.
-
-    Layouts, tried in order: ``root/crops.jsonl`` (kept rows; ``path`` relative to ``root``),
-    ``root/<character>/*``, or images directly in ``root`` (character unknown). In the folder layouts,
-    folders that are no character (``dropped/``: the crops ExtractFrames rejected; names starting with ``.``
-    or ``_``) are skipped with a warning.
-
-    Raises:
-        InputError: ``root`` is missing, a manifest row points to a missing file, or no image is found.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise InputError(f"training crops folder {root} (--training-crops) does not exist")
-    manifest = root / "crops.jsonl"
-    items: list[ImageItem] = []
-    if manifest.is_file():
-        try:
-            rows = read_jsonl(manifest)
-        except ValueError as err:
-            raise InputError(str(err)) from None
-        for row in rows:
-            if row.get("dropped_reason") or not row.get("path"):
-                continue
-            path = root / row["path"]
-            if not path.is_file():
-                raise InputError(f"{manifest}: crop {row.get('crop_id')} points to {path}, which does not exist")
-            items.append(ImageItem(path, str(row["path"]), row.get("character")))
-    else:
-        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            if _skipped(folder, "training crops", warnings):
-                continue
-            character = folder.name if FOLDER_NAME.match(folder.name) else None
-            items += [ImageItem(p, f"{folder.name}/{p.name}", character) for p in _image_files(folder)]
-        items += [ImageItem(p, p.name, None) for p in _image_files(root)]
-    if not items:
-        raise InputError(f"training crops folder {root} (--training-crops) has no image (and no crops.jsonl "
-                         "with kept crops)")
-    return items
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image file to an ``(H, W, 3)`` uint8 RGB array.
-
-    Raises:
-        InputError: the file cannot be read or decoded; the message names it.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InputError(f"cannot read image {path}: {err}. Replace or remove the file") from None
-
-
-def _embed(embedder: ImageEmbedder, items: Sequence[ImageItem], what: str) -> np.ndarray:
-    images = [load_rgb(item.path) for item in items]
-    if not images:
-        return np.zeros((0, int(embedder.dimension)), dtype=np.float32)
-    emb = np.asarray(embedder.embed_images(images), dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(items):
-        raise InputError(f"embedding backend {embedder.name} returned shape {emb.shape} for {len(items)} {what}")
-    return emb
-
-
-def _check_dimensions(sets: Mapping[str, np.ndarray]) -> int:
-    dims = {name: int(arr.shape[1]) for name, arr in sets.items() if arr.size or arr.ndim == 2}
-    distinct = sorted(set(dims.values()))
-    if len(distinct) > 1:
-        detail = ", ".join(f"{k}: {v}" for k, v in dims.items())
-        raise InputError(f"mismatched embedding dimensions ({detail}); embed every image set with the same "
-                         "embeddings backend and output length")
-    return distinct[0]
 
 
 # --- metrics ------------------------------------------------------------------------------------------
@@ -452,49 +278,6 @@ def _prompt_texts(items: Sequence[ImageItem], generation: dict[str, Any] | None,
     return texts
 
 
-def _calibration(stats: _Stats, names: Sequence[str], ref_emb: Mapping[str, np.ndarray],
-                 cal_items: Sequence[ImageItem] | None, cal_emb: np.ndarray | None, source: str,
-                 warnings: list[str]) -> dict[str, Any]:
-    ceiling: dict[str, np.ndarray] = {}
-    floor: dict[str, np.ndarray] = {}
-    if cal_items is not None and cal_emb is not None and len(cal_items):
-        sim = M.reference_similarity(cal_emb, ref_emb)
-        labels = [item.character for item in cal_items]
-        for j, name in enumerate(names):
-            own = np.array([lab == name for lab in labels])
-            if own.any():
-                ceiling[name] = sim[own, j]
-            if (~own).any():
-                floor[name] = sim[~own, j]
-        missing = [n for n in names if n not in ceiling]
-        if missing:
-            warnings.append(f"calibration ({source}) has no real crop of {missing}: no ceiling for them")
-    else:
-        source = "references (leave-one-out)"
-        for name in names:
-            refs = ref_emb[name]
-            if len(refs) >= 2:
-                ceiling[name] = M.leave_one_out_similarity(refs)
-            others = [ref_emb[o] for o in names if o != name]
-            if others:
-                floor[name] = M.reference_similarity(np.concatenate(others), {name: refs})[:, 0]
-        if any(len(ref_emb[n]) < 2 for n in names):
-            warnings.append("calibration from references: characters with a single reference have no ceiling; "
-                            "give --calibration-crops (held-out real crops) for a real ceiling")
-    out: dict[str, Any] = {"source": source}
-    for key, groups in (("ceiling", ceiling), ("floor", floor)):
-        summary = stats.summary(groups)
-        out[key] = summary[0] if summary else None
-    return out
-
-
-def _calibrated(mean: float | None, calibration: dict[str, Any]) -> float | None:
-    ceiling, floor = calibration.get("ceiling"), calibration.get("floor")
-    if mean is None or not ceiling or not floor or ceiling["mean"] <= floor["mean"]:
-        return None
-    return round((mean - floor["mean"]) / (ceiling["mean"] - floor["mean"]), 6)
-
-
 def _generation_summary(generation: dict[str, Any] | None) -> dict[str, Any] | None:
     if not generation:
         return None
@@ -526,69 +309,6 @@ def _model_block(model: Mapping[str, Any] | None, training_log: Sequence[Mapping
     if block.get("stand_in"):
         warnings.insert(0, STAND_IN_WARNING)
     return block
-
-
-# --- the gate -----------------------------------------------------------------------------------------
-
-
-def _criterion(name: str, label: str, value: float | None, threshold: float, comparison: str, fmt: str,
-               missing: str, detail: str = "", per_character: Mapping[str, float] | None = None) -> dict[str, Any]:
-    limit = "minimum" if comparison == ">=" else "maximum"
-    if value is None:
-        verdict, sentence = "not_measured", f"{label} was not measured ({missing}; {limit} {threshold:{fmt}})"
-    else:
-        met = value >= threshold if comparison == ">=" else value <= threshold
-        verdict = "met" if met else "not_met"
-        sentence = (f"{label} {value:{fmt}}{detail} is {'within' if met else 'beyond'} the {limit} {threshold:{fmt}}"
-                    if comparison == "<=" else
-                    f"{label} {value:{fmt}}{detail} is {'at or above' if met else 'below'} the {limit} "
-                    f"{threshold:{fmt}}")
-    return {"name": name, "label": label, "value": None if value is None else round(float(value), 6),
-            "threshold": float(threshold), "comparison": comparison, "verdict": verdict, "sentence": sentence,
-            "per_character": None if per_character is None else {k: round(float(v), 6)
-                                                                 for k, v in sorted(per_character.items())}}
-
-
-def decide_gate(*, character_similarity: float | None, improvement: float | None, base_similarity: float | None,
-                near_copy_rate: float | None, min_character_similarity: float, min_improvement: float,
-                max_near_copy_rate: float, near_copy_rate_per_character: Mapping[str, float] | None = None
-                ) -> dict[str, Any]:
-    """The quality gate's decision (DESIGN.md §7): every configured criterion measured and met, or not.
-
-    Criteria: the fine-tuned model's character similarity (macro mean cosine, [-1, 1]) at least
-    ``min_character_similarity``; its improvement over the base model (fine-tuned minus base, [-2, 2]) at least
-    ``min_improvement``; the near-copy rate (share of fine-tuned images whose highest similarity to a training
-    crop reaches ``memorisation_threshold``, [0, 1]; DreamBooth's concern that a fine-tune reproduces its
-    training images) at most ``max_near_copy_rate``. A figure given as ``None`` was not measured.
-
-    Returns:
-        The ``gate`` block of ``evaluation.json``: ``status`` (``failed`` when a measured criterion is not met,
-        else ``inconclusive`` when one was not measured, else ``passed``), ``passed`` (status is ``passed``),
-        ``summary`` (one sentence with every figure and threshold, always a string: the Fail step's message),
-        ``reasons`` (a plain sentence per criterion not met or not measured), ``criteria`` (each with
-        ``value``, ``threshold``, ``comparison`` and ``verdict``: ``met`` | ``not_met`` | ``not_measured``) and
-        the three thresholds.
-    """
-    base = f" (base model {base_similarity:.3f})" if base_similarity is not None else ""
-    criteria = [
-        _criterion("character_similarity", "fine-tuned character similarity", character_similarity,
-                   min_character_similarity, ">=", ".3f", "no fine-tuned image was scored"),
-        _criterion("improvement_over_base", "improvement over the base model", improvement, min_improvement, ">=",
-                   "+.3f", "no base model images: give --baseline-images (pipeline: DIR/base/<character>/ or the "
-                   "base model generated in the Evaluate step)", detail=base),
-        _criterion("near_copy_rate", "near-copy rate of the training crops", near_copy_rate, max_near_copy_rate,
-                   "<=", ".3f", "no training crops: give --training-crops (pipeline: the dataset's crops.jsonl)",
-                   per_character=near_copy_rate_per_character),
-    ]
-    verdicts = [c["verdict"] for c in criteria]
-    status = "failed" if "not_met" in verdicts else ("inconclusive" if "not_measured" in verdicts else "passed")
-    reasons = [c["sentence"] for c in criteria if c["verdict"] != "met"]
-    lead = {"passed": "Quality gate passed", "failed": "Quality gate failed",
-            "inconclusive": "Quality gate inconclusive (a figure it needs is missing, so nothing is registered)"}
-    summary = f"{lead[status]}: " + "; ".join(c["sentence"] for c in criteria) + "."
-    return {"status": status, "passed": status == "passed", "summary": summary, "reasons": reasons,
-            "criteria": criteria, "min_character_similarity": float(min_character_similarity),
-            "min_improvement": float(min_improvement), "max_near_copy_rate": float(max_near_copy_rate)}
 
 
 # --- orchestration ----------------------------------------------------------------------------------
@@ -671,19 +391,19 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
             warnings.append(f"calibration crops of {unknown} have no references; they count towards the floor only")
 
     # 2. Embeddings.
-    embedder = embedder or make_embedder(config.embeddings, config.aws)
-    ref_emb = {name: _embed(embedder, references[name], f"references of {name}") for name in names}
+    embedder = embedder or make_embedder(config.embeddings, config.aws, purpose="evaluation")
+    ref_emb = {name: embed_items(embedder, references[name], f"references of {name}") for name in names}
     model_items = {m: [item for c in sorted(folders) for item in folders[c]] for m, folders in sets.items()}
-    model_emb = {m: _embed(embedder, items, f"{m} images") for m, items in model_items.items()}
-    training_emb = _embed(embedder, training, "training crops") if training else None
-    cal_emb = _embed(embedder, calibration, "calibration crops") if calibration else None
+    model_emb = {m: embed_items(embedder, items, f"{m} images") for m, items in model_items.items()}
+    training_emb = embed_items(embedder, training, "training crops") if training else None
+    cal_emb = embed_items(embedder, calibration, "calibration crops") if calibration else None
     all_sets = {f"references/{k}": v for k, v in ref_emb.items()}
     all_sets.update({f"{k} images": v for k, v in model_emb.items()})
     if training_emb is not None:
         all_sets["training crops"] = training_emb
     if cal_emb is not None:
         all_sets["calibration crops"] = cal_emb
-    dimension = _check_dimensions(all_sets)
+    dimension = check_dimensions(all_sets)
     if int(getattr(embedder, "dimension", dimension)) != dimension:
         raise InputError(f"mismatched embedding dimensions: backend {embedder.name} declares "
                          f"{embedder.dimension} but returned {dimension}")
@@ -718,7 +438,7 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
             known = [i for i, p in enumerate(d.prompts) if p]
             if known:
                 text_emb = np.asarray(text_embedder.embed_texts([d.prompts[i] for i in known]), dtype=np.float32)
-                _check_dimensions({"prompt texts": text_emb, f"{model} images": d.embeddings})
+                check_dimensions({"prompt texts": text_emb, f"{model} images": d.embeddings})
                 fidelity[known] = M.paired_cosine(text_emb, d.embeddings[known])
         memo = (M.max_similarity(d.embeddings, training_emb) if training_emb is not None and len(training_emb)
                 else np.full(len(intended), np.nan))
@@ -771,18 +491,20 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
             warnings.append(f"{model} images: {characters_few} have fewer than {settings.min_images_per_character} "
                             "images each (evaluation.min_images_per_character); their intervals are flagged "
                             "(few_images) and rest on too few values to trust")
-    cal_source = "held-out real crops" if calibration else None
-    cal_items, cal_e = calibration, cal_emb
-    if calibration is None and training is not None and any(i.character in references for i in training):
-        cal_source = "training crops"
-        keep = [k for k, i in enumerate(training) if i.character is not None]
-        cal_items = [training[k] for k in keep]
-        cal_e = training_emb[keep] if training_emb is not None else None
-    calibration_out = _calibration(stats, names, ref_emb, cal_items, cal_e, cal_source or "", warnings)
+    cal_source, cal_items, cal_e = "held-out real crops", calibration, cal_emb
+    if calibration is None and training is not None and training_emb is not None:
+        cal_source = "training crops apart from the references"
+        cal_items, cal_e, near_refs = held_out_training(training, training_emb, ref_emb,
+                                                        settings.memorisation_threshold)
+        if near_refs:
+            warnings.append(f"calibration: {near_refs} training crop(s) are near-copies of a reference (similarity "
+                            f">= {settings.memorisation_threshold}) and were left out of the held-out crops")
+    calibration_out = calibrate(names, ref_emb, cal_items, cal_e, cal_source, stats.summary,
+                                settings.min_calibration_auc, warnings)
     cs = metric_entries["character_similarity"]
     for model in MODELS:
         if cs[model] is not None:
-            cs[model]["calibrated"] = _calibrated(cs[model]["mean"], calibration_out)
+            cs[model]["calibrated"] = calibrated(cs[model]["mean"], calibration_out)
 
     # 4. Gate: every configured criterion measured and met (DESIGN §7).
     fin_mean = cs["finetuned"]["mean"]
@@ -793,7 +515,11 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         near_copy_rate=memo_fin["near_copy_rate"] if memo_fin else None,
         near_copy_rate_per_character=memo_fin["near_copy_rate_per_character"] if memo_fin else None,
         min_character_similarity=settings.min_character_similarity, min_improvement=settings.min_improvement,
-        max_near_copy_rate=settings.max_near_copy_rate)
+        max_near_copy_rate=settings.max_near_copy_rate,
+        calibration_auc=calibration_out["auc"] if calibration_out["separable"] is not None else None,
+        calibration_auc_per_character={c: e["auc"] for c, e in calibration_out["per_character"].items()
+                                       if e["auc"] is not None} or None,
+        min_calibration_auc=settings.min_calibration_auc)
     if cs["improvement"] is None:
         warnings.append("no --baseline-images: the improvement over the base model is not measured, so the gate "
                         "is inconclusive")
@@ -838,7 +564,8 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
         "settings": {"bootstrap_samples": settings.bootstrap_samples,
                      "confidence_level": settings.confidence_level, "random_seed": settings.random_seed,
                      "memorisation_threshold": settings.memorisation_threshold,
-                     "min_images_per_character": settings.min_images_per_character},
+                     "min_images_per_character": settings.min_images_per_character,
+                     "min_calibration_auc": settings.min_calibration_auc},
         "metrics": metric_entries,
         "separation_auc": {m: (None if separation[m] is None else round(separation[m], 6)) for m in MODELS},
         "calibration": calibration_out,

@@ -182,6 +182,41 @@ def loss_curve_png(rows: Sequence[Mapping[str, Any]], stand_in: bool = False) ->
 FEW_IMAGES_MARK = "†"  # an interval over fewer than settings.min_images_per_character values per character
 
 
+CALIBRATION_GROUPS = (("real", "real crops", "#2da44e"), ("other_characters", "other characters", "#cf222e"),
+                      ("background", "background", "#8c959f"))
+
+
+def calibration_png(calibration: Mapping[str, Any]) -> bytes | None:
+    """A small strip chart of the calibration: per character, the similarity to its references of its real crops,
+    of the other characters' crops and of background windows, with the one-vs-rest AUC in the label. Rendered
+    with matplotlib's Agg canvas; PNG bytes, or ``None`` when no group has values."""
+    per = calibration.get("per_character") or {}
+    names = [n for n, e in sorted(per.items()) if any(e.get(k) for k, _, _ in CALIBRATION_GROUPS)]
+    if not names:
+        return None
+    fig = Figure(figsize=(6.4, 0.5 + 0.9 * len(names)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    rng = np.random.default_rng(0)
+    for row, name in enumerate(names):
+        for k, (key, label, colour) in enumerate(CALIBRATION_GROUPS):
+            dist = per[name].get(key)
+            if not dist:
+                continue
+            y = row + (k - 1) * 0.25 + rng.uniform(-0.06, 0.06, size=len(dist["values"]))
+            ax.scatter(dist["values"], y, s=12, color=colour, alpha=0.7, label=label if row == 0 else None)
+    ax.set_yticks(range(len(names)))
+    ax.set_yticklabels([f"{n}\nAUC {per[n]['auc']:.3f}" if per[n].get("auc") is not None else f"{n}\nAUC n/a"
+                        for n in names])
+    ax.set_xlabel("cosine similarity to the character's references")
+    ax.invert_yaxis()
+    ax.legend(loc="lower left", fontsize=8, ncols=3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def _fmt(summary: Mapping[str, Any] | None) -> str:
     if not summary:
         return "n/a"
@@ -304,6 +339,7 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
         if info and info["generation"]:
             problems += [{"model": model, **p} for p in info["generation"]["problems"]]
     chart = base64.b64encode(metrics_chart_png(evaluation)).decode("ascii")
+    cal_png = calibration_png(calibration)
     return template.render(
         evaluation=evaluation, rows=rows, sections=sections, chart_uri=f"data:image/png;base64,{chart}",
         has_base=has_base, gate=evaluation["gate"], calibration=calibration,
@@ -315,6 +351,7 @@ def render_report(evaluation: Mapping[str, Any], *, references: Mapping[str, Seq
         headline_improvement=_fmt_improvement(cs), problems=problems,
         confidence=int(round(evaluation["settings"]["confidence_level"] * 100)),
         calibrated={m: (cs[m] or {}).get("calibrated") for m in ("finetuned", "base")},
+        calibration_uri=("data:image/png;base64," + base64.b64encode(cal_png).decode("ascii")) if cal_png else None,
         model=evaluation.get("model"),
         loss_curve_uri=("data:image/png;base64," + base64.b64encode(loss_curve).decode("ascii")) if loss_curve
         else None,

@@ -204,7 +204,8 @@ def test_run_evaluation_scores_finetuned_above_base(sets, tmp_path):
     assert memo["finetuned"]["mean"] > memo["base"]["mean"] and memo["improvement"] < 0
     assert 0 <= memo["finetuned"]["near_copy_rate"] <= 1
     assert doc["metrics"]["prompt_fidelity"]["finetuned"] is None  # the local descriptor embeds no text
-    assert doc["calibration"]["source"] == "training crops"
+    assert doc["calibration"]["source"] == "training crops apart from the references"
+    assert doc["calibration"]["auc"] >= 0.9 and doc["calibration"]["separable"] is True
     assert doc["calibration"]["ceiling"]["mean"] > doc["calibration"]["floor"]["mean"]
     assert doc["gate"]["passed"] is result.passed is True
     images = [i for i in doc["images"] if i["model"] == "finetuned"]
@@ -225,10 +226,11 @@ def test_gate_fails_without_enough_improvement(sets, tmp_path):
     result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["finetuned"],
                             config=config)
     gate = result.evaluation["gate"]
-    assert not result.passed and gate["status"] == "failed" and len(gate["reasons"]) == 3
+    assert not result.passed and gate["status"] == "failed" and len(gate["reasons"]) == 4
     verdicts = {c["name"]: c["verdict"] for c in gate["criteria"]}
     assert verdicts == {"character_similarity": "not_met", "improvement_over_base": "not_met",
-                        "near_copy_rate": "not_measured"}  # a short figure fails even when another is missing
+                        "near_copy_rate": "not_measured",  # a short figure fails even when another is missing
+                        "calibration_auc": "not_measured"}  # references only: no held-out crops
     assert result.evaluation["metrics"]["character_similarity"]["improvement"] == pytest.approx(0.0, abs=1e-9)
     assert result.evaluation["calibration"]["source"] == "references (leave-one-out)"
     assert "FAIL" in result.report_path.read_text()

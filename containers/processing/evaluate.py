@@ -7,7 +7,9 @@ Processing layout (``<root>`` is ``/opt/ml/processing`` unless moved):
   ``references/<character>/`` (the reference images ExtractFrames resolved, frame regions of
   ``references.yaml`` included), those are used;
 - ``<root>/input/dataset/``: the CaptionImages output (``crops.jsonl`` and ``crops/``: the training crops,
-  for memorisation and calibration);
+  for memorisation and, those that are no near-copy of a reference, for the calibration AUC; where the dataset
+  has ``calibration/<character>/`` and ``calibration/_background/`` (held-out crops and windows of frames with no
+  character), those are the calibration set instead);
 - ``<root>/input/model/`` (``--finetune-backend sagemaker``): the training step's ``model.tar.gz``
   (``ModelArtifacts.S3ModelArtifacts``), or its extracted folder (``pytorch_lora_weights.safetensors``,
   ``training_log.jsonl``, ``training_config.json``);
@@ -183,13 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.evaluate import run_evaluation
 
     training = dataset if (dataset / "crops.jsonl").is_file() else None
+    calibration = dataset / "calibration" if (dataset / "calibration").is_dir() else None  # held-out crops, if any
     result = run_evaluation(finetuned_dir, references, out_dir, baseline_dir=base_dir, training_crops_dir=training,
-                            config=config, evaluated_model=evaluated_model, training_log=training_log)
+                            calibration_dir=calibration, config=config, evaluated_model=evaluated_model,
+                            training_log=training_log)
     cs = result.evaluation["metrics"]["character_similarity"]
     model = result.evaluation.get("model") or {}
     print(json.dumps({"evaluation": str(result.evaluation_path), "finetuned": cs["finetuned"]["mean"],
                       "base": (cs.get("base") or {}).get("mean"), "improvement": cs.get("improvement"),
-                      "gate": result.status, "gate_summary": result.evaluation["gate"]["summary"],
+                      "gate": result.status, "calibration_auc": result.evaluation["calibration"]["auc"],
+                      "gate_summary": result.evaluation["gate"]["summary"],
                       "stand_in": model.get("stand_in"), "warnings": result.warnings}, indent=1, default=str))
     return 0
 

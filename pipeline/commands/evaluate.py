@@ -5,7 +5,7 @@
     storyboard evaluate --images DIR --references DIR --out DIR
                         [--baseline-images DIR] [--training-crops DIR] [--calibration-crops DIR]
                         [--video VIDEO ...] [--min-character-similarity X] [--min-improvement X]
-                        [--max-near-copy-rate X] [--config pipeline.yaml]
+                        [--max-near-copy-rate X] [--min-calibration-auc X] [--config pipeline.yaml]
     storyboard generate --out DIR (--model-id ID_OR_ARN | --from-folder DIR)
                         [--character NAME ...] [--config pipeline.yaml]
 """
@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="gate: overrides evaluation.min_character_similarity")
     ev.add_argument("--min-improvement", type=float, help="gate: overrides evaluation.min_improvement")
     ev.add_argument("--max-near-copy-rate", type=float, help="gate: overrides evaluation.max_near_copy_rate")
+    ev.add_argument("--min-calibration-auc", type=float,
+                    help="gate: overrides evaluation.min_calibration_auc (lowest one-vs-rest AUC of the encoder on "
+                         "the held-out crops; below it the gate is inconclusive)")
     ev.add_argument("--config", type=Path, help="pipeline.yaml (evaluation and embeddings settings)")
     ev.set_defaults(func=run_evaluate)
 
@@ -111,7 +114,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     overrides = {key: value for key, value in (("min_character_similarity", args.min_character_similarity),
                                                ("min_improvement", args.min_improvement),
-                                               ("max_near_copy_rate", args.max_near_copy_rate)) if value is not None}
+                                               ("max_near_copy_rate", args.max_near_copy_rate),
+                                               ("min_calibration_auc", args.min_calibration_auc)) if value is not None}
     if overrides:
         from evaluation.config import EvaluationConfig
 
