@@ -11,11 +11,11 @@ import argparse
 import logging
 import sys
 
-from pipeline.commands import evaluate, local, prepare, registry, sagemaker
+from pipeline.commands import config, evaluate, local, prepare, registry, sagemaker
 from pipeline.config import ConfigError
 from steps.errors import InputError
 
-COMMAND_MODULES = (prepare, evaluate, sagemaker, local, registry)
+COMMAND_MODULES = (prepare, evaluate, sagemaker, local, registry, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -944,9 +944,11 @@ def resolve_parameters(definition: Mapping[str, Any], overrides: Mapping[str, An
     from steps.errors import InputError
 
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise InputError(f"unknown pipeline parameter(s) {unknown}; known: {', '.join(declared)}")
+    from pipeline.parameters import unknown_parameter_error
+
+    for name in overrides:
+        if name not in declared:
+            raise unknown_parameter_error(name, declared)
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         raw = overrides.get(name, spec.get("DefaultValue"))
