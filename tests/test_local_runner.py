@@ -688,10 +688,46 @@ def test_run_local_command_with_the_local_handlers_ends_honestly_after_a_dry_run
     assert not (run_dir / "registry.json").exists()
     with pytest.raises(InputError, match="--resume"):
         _run_command("--resume", "local-demo", "--runs", "runs", "--param", "stepCount=600")
+    # Resume policy: a --config that differs from the execution's is refused, naming the changed keys.
+    (tmp_path / "changed.yaml").write_text("evaluation: {bootstrap_samples: 200}\nfinetune: {backend: bedrock}\n",
+                                           encoding="utf-8")
+    before = (run_dir / "status.json").read_text()
+    with pytest.raises(InputError, match=r"differs from the configuration execution local-demo started with "
+                                         r"\(evaluation\.bootstrap_samples\)"):
+        _run_command("--resume", "local-demo", "--runs", "runs", "--config", str(tmp_path / "changed.yaml"))
+    assert (run_dir / "status.json").read_text() == before  # nothing ran
     with pytest.raises(InputError, match="--video PATH"):
         _run_command("--characters", str(tmp_path / "characters"), "--runs", "runs")
 
 
+
+
+def test_resume_accepts_the_same_configuration_and_refuses_a_changed_one(tmp_path):
+    from pipeline.commands.local import check_resume_config, local_config_document
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("sampling: {every_s: 0.5}\n", encoding="utf-8")
+    from pipeline.config import load_config
+
+    stored = json.loads(json.dumps(local_config_document(load_config(path))))
+    check_resume_config(path, stored, "local-x")  # the same file: accepted
+    check_resume_config(None, stored, "local-x")  # no --config: the execution's own configuration
+    path.write_text("sampling: {every_s: 2.0}\ndedup: {threshold: 0.5}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"\(dedup\.threshold, sampling\.every_s\).*start a new execution"):
+        check_resume_config(path, stored, "local-x")
+
+
+@pytest.mark.parametrize("param, message", [
+    ("stepCount=5", "stepCount is a parameter of pipelines compiled with finetune.backend bedrock"),
+    ("LoraRnk=4", r"Did you mean LoraRank\?"),
+    ("LoraRank=0", r"outside 1\.\.256"),
+    ("LoraTrainingSteps=many", "is Integer"),
+])
+def test_run_local_refuses_bad_parameters_before_anything_runs(tmp_path, monkeypatch, param, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=message):
+        _run_command("--param", param, "--runs", "runs", "--execution-id", "local-bad")
+    assert not (tmp_path / "runs").exists()  # no run folder, no stand-in model built
 
 
 def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
