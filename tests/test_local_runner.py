@@ -68,7 +68,8 @@ class FakeContainers:
         assert module == D.ENTRYPOINT_MODULES[step_name]
         root = Path(env[PROCESSING_ROOT_ENV])
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"fake {module} {command[3:]}\n", encoding="utf-8")
+        with open(log_path, "a", encoding="utf-8") as handle:  # appended, as the real launcher does
+            handle.write(f"fake {module} {command[3:]}\n")
         if step_name in self.interrupt_once:
             self.interrupt_once.discard(step_name)
             raise KeyboardInterrupt
