@@ -90,18 +90,14 @@ class ProgressLog:
         return f"{PREFIX} {self.label}: " + ", ".join(parts)
 
     def seconds_left(self) -> float | None:
-        """Linear estimate of the seconds left, or ``None`` without a total or any work done.
+        """Linear estimate of the seconds left, or ``None`` without a total or measured progress.
 
-        The rate is measured from the first update on (setup before the first unit, such as loading a
-        model, does not count), or from the start when only one update was seen.
+        The rate is measured from the first update on, so setup before the first unit (loading a model,
+        training a detector) does not count; until a second update has advanced, there is no estimate.
         """
-        if not self.total or self.done <= 0:
+        if not self.total or self._first is None or self.done <= self._first[1]:
             return None
-        now = self.clock()
-        if self._first is not None and self.done > self._first[1]:
-            rate = (now - self._first[0]) / (self.done - self._first[1])
-        else:
-            rate = (now - self.started) / self.done
+        rate = (self.clock() - self._first[0]) / (self.done - self._first[1])
         return rate * max(0.0, self.total - self.done)
 
     def update(self, done: float, extra: str = "", force: bool = False) -> bool:
