@@ -147,3 +147,15 @@ def test_parameter_names_are_checked_with_close_matches_and_backends() -> None:
         check_overrides({"SamplingMode": "every"}, known=known)
     assert check_overrides({"LoraRank": "4", "SamplingMode": "shots"}, known=known) == {"LoraRank": 4,
                                                                                          "SamplingMode": "shots"}
+
+
+def test_every_command_reads_the_working_folders_pipeline_yaml_without_config(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.config import load_config_or_default
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config_or_default().model_dump() == StoryboardConfig().model_dump()
+    (tmp_path / "pipeline.yaml").write_text("detection: {min_score: 0.4}\n", encoding="utf-8")
+    assert load_config_or_default().detection.min_score == 0.4
+    other = tmp_path / "other.yaml"
+    other.write_text("detection: {min_score: 0.3}\n", encoding="utf-8")
+    assert load_config_or_default(other).detection.min_score == 0.3

@@ -98,13 +98,13 @@ def parameter_lines(config: Any, overrides: dict[str, str]) -> list[str]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the effective configuration with each value's source, then the parameters."""
-    from pipeline.config import load_config
+    from pipeline.config import DEFAULT_CONFIG_FILE, load_config
     from pipeline.config_yaml import render_effective
     from pipeline.parameters import parse_assignments
 
     path = args.config
-    if path is None and Path("pipeline.yaml").is_file():
-        path = Path("pipeline.yaml")
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
     overrides = parse_assignments(args.param)
     config = load_config(path)
     env = {key: name for key, name in ENV_KEYS.items() if os.environ.get(name)}

@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="gate: overrides evaluation.min_character_similarity")
     ev.add_argument("--min-improvement", type=float, help="gate: overrides evaluation.min_improvement")
     ev.add_argument("--max-near-copy-rate", type=float, help="gate: overrides evaluation.max_near_copy_rate")
-    ev.add_argument("--config", type=Path, help="pipeline.yaml (evaluation and embeddings settings)")
+    ev.add_argument("--config", type=Path,
+                    help="pipeline.yaml (evaluation and embeddings settings; default: ./pipeline.yaml if present, "
+                         "else built-in defaults)")
     ev.set_defaults(func=run_evaluate)
 
     gen = subparsers.add_parser(
@@ -55,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--from-folder", type=Path, help="offline: take the images from DIR/<character>/")
     gen.add_argument("--character", action="append", dest="characters",
                      help="character to generate (repeatable); default: the characters of pipeline.yaml")
-    gen.add_argument("--config", type=Path, help="pipeline.yaml (evaluation settings, characters, aws)")
+    gen.add_argument("--config", type=Path,
+                     help="pipeline.yaml (evaluation settings, characters, aws; default: ./pipeline.yaml if present, "
+                          "else built-in defaults)")
     gen.set_defaults(func=run_generate)
 
 
@@ -106,9 +110,9 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
 def run_evaluate(args: argparse.Namespace) -> int:
     """``storyboard evaluate``: returns 0 (the gate's status is in evaluation.json, not the exit code)."""
     from evaluation.evaluate import run_evaluation
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
 
-    config = load_config(args.config)
+    config = load_config_or_default(args.config)
     overrides = {key: value for key, value in (("min_character_similarity", args.min_character_similarity),
                                                ("min_improvement", args.min_improvement),
                                                ("max_near_copy_rate", args.max_near_copy_rate)) if value is not None}
@@ -145,10 +149,10 @@ def run_generate(args: argparse.Namespace) -> int:
         build_requests,
         generate_prompt_set,
     )
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
     from steps.errors import InputError
 
-    config = load_config(args.config)
+    config = load_config_or_default(args.config)
     characters = [config.character(name) for name in args.characters] if args.characters else config.characters
     if not characters:
         raise InputError("no character to generate: configure `characters` in pipeline.yaml or pass --character")

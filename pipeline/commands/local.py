@@ -134,11 +134,9 @@ def load_local_handlers(register_function_arn: str | None = None) -> tuple[dict[
 
 
 def _load_config(path: Path | None) -> Any:
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
 
-    if path is None and Path("pipeline.yaml").is_file():
-        path = Path("pipeline.yaml")
-    return load_config(path)
+    return load_config_or_default(path)
 
 
 def local_config_document(config: Any) -> dict[str, Any]:
