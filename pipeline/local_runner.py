@@ -63,7 +63,7 @@ from pipeline.expressions import (
     to_text,
 )
 from pipeline.local_training import TrainingStepError, check_training, run_training_step
-from pipeline.run_progress import TrainingProgress, append_line, condition_sentence, training_total
+from pipeline.run_progress import StepLogFollower, append_line, condition_sentence, training_total
 from steps.io import write_json
 
 if TYPE_CHECKING:
@@ -372,13 +372,16 @@ class LocalRunner:
         callback_handlers: Callback handlers by ``Task``.
         lambda_handlers: Lambda handlers by function name.
         launcher: runs processing entry points (default: :func:`subprocess_launcher`).
+        echo: receives each progress line a running step writes to its log (the command line prints them),
+            or ``None``.
         handler_import_error: why the handlers could not be imported, quoted when one is missing.
     """
 
     def __init__(self, definition: Mapping[str, Any], run_dir: Path, execution: Mapping[str, Any],
                  config: StoryboardConfig, callback_handlers: Mapping[str, CallbackHandler] | None = None,
                  lambda_handlers: Mapping[str, LambdaHandler] | None = None,
-                 launcher: ProcessingLauncher | None = None, handler_import_error: str | None = None) -> None:
+                 launcher: ProcessingLauncher | None = None, handler_import_error: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.definition = dict(definition)
         self.run_dir = Path(run_dir).resolve()
         self.execution = dict(execution)
@@ -387,6 +390,8 @@ class LocalRunner:
         self.lambda_handlers = dict(lambda_handlers or {})
         self.launcher = launcher or subprocess_launcher
         self.handler_import_error = handler_import_error
+        self.echo = echo
+        self._follower: StepLogFollower | None = None
         self.steps = validate_definition(self.definition)
         self.order = topological_order(self.steps)
         self.records: dict[str, StepRecord] = {name: StepRecord(name, self.steps[name].type) for name in self.order}
@@ -646,7 +651,8 @@ class LocalRunner:
         try:
             handler = {"Processing": self._processing, "Training": self._training, "Callback": self._callback,
                        "Lambda": self._lambda, "Condition": self._condition, "Fail": self._fail}[info.type]
-            properties, outputs = handler(info, step_dir)
+            with StepLogFollower(step_dir / "step.log", echo=self.echo) as self._follower:
+                properties, outputs = handler(info, step_dir)
         except (StepFailure, TrainingStepError) as err:
             return self._finish(name, FAILED, str(err), started)
         except Exception as err:  # noqa: BLE001 - any error fails the step and is recorded, as SageMaker does
@@ -855,10 +861,10 @@ class LocalRunner:
             return len(files)
 
         args = self._context().evaluate(info.spec.get("Arguments", {}))
-        with TrainingProgress(step_dir / "step.log", training_total(args), f"{info.name} training"):
-            return run_training_step(info.name, args, step_dir, execution_id=self.execution_id,
-                                     localize=self.localize, stage=stage, launch=self.launcher, repo_root=REPO_ROOT,
-                                     failure_text=_failure_text)
+        if self._follower is not None:
+            self._follower.track_training(training_total(args), f"{info.name} training")
+        return run_training_step(info.name, args, step_dir, execution_id=self.execution_id, localize=self.localize,
+                                 stage=stage, launch=self.launcher, repo_root=REPO_ROOT, failure_text=_failure_text)
 
     def _stage_input(self, item: Mapping[str, Any], roots: Mapping[str, Path], hosts: list[str],
                      extra: Mapping[str, str]) -> None:

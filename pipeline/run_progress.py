@@ -2,8 +2,9 @@
 
 - :func:`append_line` adds a ``progress:`` line to a step's ``step.log`` (the runner writes one when a
   step starts and one when it ends, whatever the step type);
-- :class:`TrainingProgress` follows a training step's ``step=<n> loss=<x>`` metric lines in its log and
-  adds a line with the count and the time left (the training entry point prints only the metric);
+- :class:`StepLogFollower` follows a running step's log: it echoes the step's progress lines to the
+  console and turns a training entry point's ``step=<n> loss=<x>`` metric lines into lines with the count
+  and the time left (the training entry point prints only the metric);
 - :func:`condition_sentence` explains a Condition step's outcome in words, for example
   ``Check quality: Evaluate's gate.status is 'passed' (needs 'passed'): true -> RegisterModel. passed:
   character similarity 0.712 >= 0.650; ...``.
@@ -13,18 +14,22 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from steps.progress import PREFIX, ProgressLog
+from steps.progress import DEFAULT_INTERVAL_S, PREFIX, ProgressLog
 
 COMPARISON_WORDS = {
     "Equals": "needs", "GreaterThan": "needs more than", "GreaterThanOrEqualTo": "needs at least",
     "LessThan": "needs less than", "LessThanOrEqualTo": "needs at most",
 }
 METRIC_LINE = re.compile(r"^step=(\d+) loss=")
+PROGRESS_TEXT = re.compile(r"(?:^|\s)(progress: .*)$")  # after a log line's time, level and logger name
+RUNNER_LINE = re.compile(r"^progress: step \d+/\d+: ")
+TQDM_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+")
 
 
 def append_line(path: Path, text: str) -> None:
@@ -34,26 +39,38 @@ def append_line(path: Path, text: str) -> None:
         handle.write(f"{datetime.now().strftime('%H:%M:%S')} {text}\n")
 
 
-class TrainingProgress:
-    """While a training step runs, turn each new ``step=<n> loss=<x>`` line of ``log_path`` into a progress
-    line (``progress: FineTune training: 40/100 steps (40%), 1m05s elapsed, about 1m38s left``).
+class StepLogFollower:
+    """Follows a running step's ``step.log`` (a daemon thread polling every ``poll_s`` seconds).
 
-    Use as a context manager around the step; a daemon thread polls the log every ``poll_s`` seconds
-    and the last line is written on exit. ``total`` is the number of optimizer steps (``None``: no
-    estimate).
+    - ``progress:`` lines the step writes are passed to ``echo`` (the console of ``run --local``), as is,
+      at most every ``interval_s`` seconds, the latest state of a tqdm bar (``\\r``-separated updates);
+      the runner's own ``progress: step k/N`` lines are not (it prints those itself);
+    - after :meth:`track_training`, each ``step=<n> loss=<x>`` metric line of a training entry point
+      becomes a line with the count and the time left, appended to the log
+      (``progress: FineTune training: 40/100 steps (40%), 1m05s elapsed, about 1m38s left``).
+
+    Use as a context manager around the step; the log is read once more on exit.
     """
 
-    def __init__(self, log_path: Path, total: int | None, label: str, poll_s: float = 1.0,
+    def __init__(self, log_path: Path, echo: Callable[[str], None] | None = None, poll_s: float = 1.0,
                  interval_s: float | None = None) -> None:
-        self.log_path, self.poll_s = log_path, poll_s
-        self.tracker = ProgressLog(label, total, "steps", interval_s=interval_s,
-                                   write=lambda line: append_line(log_path, line))
+        self.log_path, self.echo, self.poll_s = log_path, echo, poll_s
+        self.interval_s = interval_s
+        self.tracker: ProgressLog | None = None
+        self.last_step = 0
         self._offset = log_path.stat().st_size if log_path.exists() else 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._follow, name=f"progress-{label}", daemon=True)
-        self.last_step = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._follow, name=f"follow-{log_path.parent.name}", daemon=True)
+        self._bar_echoed: float | None = None
+        self._pending_bar: str | None = None
 
-    def __enter__(self) -> TrainingProgress:
+    def track_training(self, total: int | None, label: str) -> None:
+        """Turn the metric lines written from now on into progress lines (``total`` optimizer steps)."""
+        self.tracker = ProgressLog(label, total, "steps", interval_s=self.interval_s,
+                                   write=lambda line: append_line(self.log_path, line))
+
+    def __enter__(self) -> StepLogFollower:
         self._thread.start()
         return self
 
@@ -61,23 +78,48 @@ class TrainingProgress:
         self._stop.set()
         self._thread.join(timeout=10)
         self._scan()
-        if self.last_step:
+        if self.tracker is not None and self.last_step:
             self.tracker.close()
+            self._scan()
+        if self._pending_bar and self.echo:
+            self.echo(self._pending_bar)
 
     def _scan(self) -> None:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
-                handle.seek(self._offset)
-                text = handle.read()
-        except FileNotFoundError:
+        with self._lock:
+            try:
+                with open(self.log_path, "rb") as handle:
+                    handle.seek(self._offset)
+                    data = handle.read()
+            except FileNotFoundError:
+                return
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            self._offset += cut
+            for line in data[:cut].decode("utf-8", errors="replace").splitlines():
+                self._line(line.strip())
+
+    def _line(self, line: str) -> None:
+        if not line:
             return
-        complete = text[:text.rfind("\n") + 1]
-        self._offset += len(complete.encode("utf-8"))
-        for line in complete.splitlines():
-            match = METRIC_LINE.match(line.strip())
-            if match:
-                self.last_step = int(match.group(1))
-                self.tracker.update(self.last_step)
+        match = METRIC_LINE.match(line)
+        if match and self.tracker is not None:
+            self.last_step = int(match.group(1))
+            self.tracker.update(self.last_step)
+            return
+        if self.echo is None:
+            return
+        found = PROGRESS_TEXT.search(line)
+        if found:
+            if not RUNNER_LINE.match(found.group(1)):
+                self.echo(found.group(1))
+            return
+        if TQDM_BAR.search(line):
+            now = time.monotonic()
+            interval = DEFAULT_INTERVAL_S if self.interval_s is None else self.interval_s
+            if self._bar_echoed is None or now - self._bar_echoed >= interval:
+                self.echo(f"{PREFIX} {line}")
+                self._bar_echoed, self._pending_bar = now, None
+            else:
+                self._pending_bar = f"{PREFIX} {line}"
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
@@ -164,4 +206,4 @@ def condition_sentence(title: str, conditions: list[Mapping[str, Any]], results:
     return text
 
 
-__all__ = ["PREFIX", "TrainingProgress", "append_line", "condition_sentence", "describe_operand", "training_total"]
+__all__ = ["PREFIX", "StepLogFollower", "append_line", "condition_sentence", "describe_operand", "training_total"]

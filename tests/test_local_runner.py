@@ -788,7 +788,8 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
     code = _run_command("--video", str(clip), "--runs", str(tmp_path / "runs"), "--execution-id", "local-bbb",
                         "--config", str(example / "pipeline.yaml"), "--characters", str(example / "characters"),
                         "--param", "LoraTrainingSteps=20")
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     run_dir = tmp_path / "runs" / "local-bbb"
     status = json.loads((run_dir / "status.json").read_text())
     steps = {s["StepName"]: s for s in status["Steps"]}
@@ -823,6 +824,10 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
     assert re.search(r"progress: FineTune training: \d+/20 steps \(\d+%\).*about \S+ left", logs[D.FINETUNE])
     assert "progress: FineTune training: 20/20 steps (100%)" in logs[D.FINETUNE]
     assert re.search(r"prompt set: +\d+%\|", logs[D.EVALUATE])  # the generation's tqdm bar
+    # the console shows the running step's progress, not only its start and end
+    assert "  progress: ExtractFrames sampling: " in captured.err
+    assert "  progress: FineTune training: 20/20 steps (100%)" in captured.err
+    assert "  progress: diffusers prompt set:" in captured.err
     # the quality gate in words, with the figures and the branch taken
     gate = next(line for line in logs[D.CHECK_QUALITY].splitlines() if "Check quality:" in line)
     assert "Evaluate's gate.status is" in gate and "(needs 'passed')" in gate and "character similarity" in gate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.run_progress import TrainingProgress, condition_sentence, describe_operand
+from pipeline.run_progress import StepLogFollower, condition_sentence, describe_operand
 from steps.progress import ProgressLog, format_duration, stage
 
 
@@ -58,7 +58,8 @@ def test_format_duration_and_stage() -> None:
 def test_training_progress_follows_the_metric_lines(tmp_path: Path) -> None:
     log_path = tmp_path / "step.log"
     log_path.write_text("loading the base model\n", encoding="utf-8")
-    with TrainingProgress(log_path, 4, "FineTune training", poll_s=0.02, interval_s=0):
+    with StepLogFollower(log_path, poll_s=0.02, interval_s=0) as follower:
+        follower.track_training(4, "FineTune training")
         with open(log_path, "a", encoding="utf-8") as handle:
             for step in range(1, 5):
                 handle.write(f"step={step} loss=0.{step} lr=0.0001\n")
@@ -73,9 +74,31 @@ def test_training_progress_follows_the_metric_lines(tmp_path: Path) -> None:
 
 def test_training_progress_writes_nothing_without_metric_lines(tmp_path: Path) -> None:
     log_path = tmp_path / "step.log"
-    with TrainingProgress(log_path, 10, "FineTune training", poll_s=0.01):
+    with StepLogFollower(log_path, poll_s=0.01) as follower:
+        follower.track_training(10, "FineTune training")
         log_path.write_text("error: no records\n", encoding="utf-8")
     assert "progress:" not in log_path.read_text()
+
+
+def test_the_follower_echoes_the_steps_progress_lines_and_tqdm_bars(tmp_path: Path) -> None:
+    log_path = tmp_path / "step.log"
+    log_path.write_text("12:00:00 progress: step 1/8: ExtractFrames (Processing) started\n", encoding="utf-8")
+    echoed: list[str] = []
+    with StepLogFollower(log_path, echo=echoed.append, poll_s=0.01, interval_s=60):
+        with open(log_path, "a", encoding="utf-8") as handle:
+            handle.write("12:00:01 INFO storyboard.progress: progress: ExtractFrames stage 1/3: training\n")
+            handle.write("12:00:02 INFO steps.extract: local detector trained in 4.3 s\n")
+            handle.write("12:00:03 progress: step 1/8: ExtractFrames succeeded in 3.0 s\n")  # the runner's own
+            for k in range(4):
+                handle.write(f"\rdiffusers prompt set:  {25 * k}%|##  | {k}/4 [00:0{k}<00:04, 1.0request/s]")
+                handle.flush()
+                time.sleep(0.03)
+            handle.write("\n")
+    assert echoed[0] == "progress: ExtractFrames stage 1/3: training"
+    assert not any("step 1/8" in line or "detector trained" in line for line in echoed)
+    bars = [line for line in echoed if "prompt set" in line]
+    assert bars[0].startswith("progress: diffusers prompt set:") and "3/4" in bars[-1]  # first, then the latest
+    assert len(bars) == 2  # throttled
 
 
 def test_condition_sentence_names_operands_outcome_branch_and_the_gate_summary() -> None:

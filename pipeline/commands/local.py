@@ -53,7 +53,7 @@ STAND_IN_DIR = ".models/stand-in-sdxl"
 
 DESCRIPTION = """\
 Run the pipeline on this machine: the definition is compiled from the configuration exactly as
-`storyboard compile` does, and every step runs here. Processing steps run their container entry
+'storyboard compile' does, and every step runs here. Processing steps run their container entry
 points; the review, fine-tune and register steps run local handlers (automatic review, LoRA training
 or a dry-run Bedrock fine-tune, a local model registry file).
 
@@ -62,16 +62,16 @@ or a dry-run Bedrock fine-tune, a local model registry file).
   storyboard run --local --resume EXECUTION_ID [--runs runs] [--config pipeline.yaml]
 
 Inputs: --video and --characters set InputVideosS3Uri and ReferencesS3Uri (the same layout as
-`storyboard prepare`); local runs also take local paths in every S3 URI parameter. Every --param is
-checked (name, type, range) before any step runs; `storyboard start --help` lists the parameters.
+'storyboard prepare'); local runs also take local paths in every S3 URI parameter. Every --param is
+checked (name, type, range) before any step runs; 'storyboard start --help' lists the parameters.
 
 Base model: the LoRA fine-tune needs a diffusers-format base model. Without --base-model, a small
 random-weight stand-in of Stable Diffusion XL's architecture is built once under <runs>/.models/ and
 the parameters not given default to 64 px, fp32 and 100 steps: the run tests the machinery, not the
 quality, and the report and model card say so.
 
-Progress: each step writes progress lines (counts, time left) to <runs>/<id>/<Step>/step.log, and the
-runner prints one line per step as it starts and ends.
+Progress: each step writes progress lines (counts, time left) to <runs>/<id>/<Step>/step.log; the
+runner prints one line per step as it starts and ends, and the running step's progress lines.
 
 Resume: --resume runs a failed or interrupted execution again from its failed step, with the
 parameters and the configuration it started with. It refuses --param and the input options, and it
@@ -372,7 +372,13 @@ def stand_in_note(parameters: dict[str, Any]) -> str | None:
 
 def _handlers(register_function_arn: str | None) -> dict[str, Any]:
     callbacks, lambdas, import_error = load_local_handlers(register_function_arn)
-    return dict(callback_handlers=callbacks, lambda_handlers=lambdas, handler_import_error=import_error)
+    return dict(callback_handlers=callbacks, lambda_handlers=lambdas, handler_import_error=import_error,
+                echo=_echo)
+
+
+def _echo(line: str) -> None:
+    """Print a running step's progress line on the console (standard error, beside the runner's log)."""
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _register_arn(definition: dict[str, Any]) -> str | None:
