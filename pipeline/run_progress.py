@@ -29,7 +29,7 @@ COMPARISON_WORDS = {
 METRIC_LINE = re.compile(r"^step=(\d+) loss=")
 PROGRESS_TEXT = re.compile(r"(?:^|\s)(progress: .*)$")  # after a log line's time, level and logger name
 RUNNER_LINE = re.compile(r"^progress: step \d+/\d+: ")
-TQDM_BAR = re.compile(r"\d+%\|.*\| *\d+/\d+")
+TQDM_BAR = re.compile(r"^.*?\d+%\|[^|]*\| *\d+/\d+(?: \[[^\]]*\])?")
 
 
 def append_line(path: Path, text: str) -> None:
@@ -112,7 +112,9 @@ class StepLogFollower:
             if not RUNNER_LINE.match(found.group(1)):
                 self.echo(found.group(1))
             return
-        if TQDM_BAR.search(line):
+        bar = TQDM_BAR.search(line)
+        if bar:
+            line = bar.group(0).strip()  # a bar's line may run into the next log line: keep the bar only
             now = time.monotonic()
             interval = DEFAULT_INTERVAL_S if self.interval_s is None else self.interval_s
             if self._bar_echoed is None or now - self._bar_echoed >= interval:

@@ -93,12 +93,13 @@ def test_the_follower_echoes_the_steps_progress_lines_and_tqdm_bars(tmp_path: Pa
                 handle.write(f"\rdiffusers prompt set:  {25 * k}%|##  | {k}/4 [00:0{k}<00:04, 1.0request/s]")
                 handle.flush()
                 time.sleep(0.03)
-            handle.write("\n")
+            handle.write("12:00:05 INFO evaluation.diffusers_generator: loading the base model\n")
     assert echoed[0] == "progress: ExtractFrames stage 1/3: training"
     assert not any("step 1/8" in line or "detector trained" in line for line in echoed)
     bars = [line for line in echoed if "prompt set" in line]
     assert bars[0].startswith("progress: diffusers prompt set:") and "3/4" in bars[-1]  # first, then the latest
     assert len(bars) == 2  # throttled
+    assert bars[-1] == "progress: diffusers prompt set:  75%|##  | 3/4 [00:03<00:04, 1.0request/s]"  # no log text
 
 
 def test_condition_sentence_names_operands_outcome_branch_and_the_gate_summary() -> None:
