@@ -16,6 +16,7 @@ from pipeline.cli import build_parser
 # reStructuredText / Sphinx markup that reads as noise in a terminal.
 MARKUP = [
     (re.compile(r"``"), "double back-quotes"),
+    (re.compile(r"`"), "back-quoted (interpreted) text"),
     (re.compile(r"(^|\s)::(\s|$)|[A-Za-z)]::$"), "literal-block marker '::'"),
     (re.compile(r":(class|func|mod|data|meth|attr|exc|ref|obj|py:\w+):`"), "Sphinx role"),
     (re.compile(r"^\s*\.\. \w+::", re.M), "directive"),
