@@ -1,32 +1,10 @@
 """`storyboard run --local`: execute the compiled pipeline definition on this machine (DESIGN §6).
 
-::
-
-    storyboard run --local --video clip.mp4 --characters characters/ [--config pipeline.yaml]
-                   [--base-model DIR] [--evaluation-images DIR] [--param Name=Value ...] [--runs runs]
-                   [--execution-id ID]
-    storyboard run --local --resume <execution-id> [--runs runs]
-
-The definition is compiled from the configuration exactly as ``storyboard compile`` does and run by
-:class:`pipeline.local_runner.LocalRunner`; processing steps run their container entry points, the
-Callback and Lambda steps the local handlers of ``containers.lambda_handlers.local`` (automatic review,
-dry-run fine-tune, local registry file). In local runs the S3 URI parameters also take local paths;
-``--video`` and ``--characters`` are shorthands for ``InputVideosS3Uri`` and ``ReferencesS3Uri`` (the
-same layout as ``storyboard prepare``), ``--evaluation-images`` for ``EvaluationImagesUri``,
-``--base-model`` for ``BaseModelS3Uri``.
-
-The LoRA fine-tune (``finetune.backend: sagemaker``) needs a diffusers-format base model. No weights can
-be downloaded here, so without ``--base-model`` a local run trains on a stand-in: a small pipeline of the
-default base's architecture (Stable Diffusion XL: two text encoders, text-time conditioning) with random
-weights, built once under ``<runs>/.models/`` (the way diffusers' own tests build tiny pipelines). The code
-path is the one the cloud runs; the figures test the machinery, not the quality, and the evaluation report
-and the model card say so. With the stand-in, parameters not given with ``--param`` default to
-:data:`STAND_IN_PARAMETERS` (64 px, fp32, 100 steps). A GPU-less machine trains in fp32
-(``MixedPrecision=no``).
-
-Exit status: 0 the execution succeeded; 1 a step failed (resume it with ``--resume``); 2 bad input;
-3 the execution ended in a Fail step (a model was not registered, for the reason printed: for
-example a dry-run fine-tune, which trains nothing); 130 interrupted (resumable).
+:data:`DESCRIPTION` is the command's help (plain text: usage, inputs, the random-weight stand-in base
+model and :data:`STAND_IN_PARAMETERS`, progress, the resume policy, exit statuses). The definition is
+compiled as ``storyboard compile`` does and run by :class:`pipeline.local_runner.LocalRunner`; every
+``--param`` is checked (:func:`pipeline.parameters.check_overrides`) before anything is built or run;
+``--resume`` keeps the execution's parameters and configuration (:func:`check_resume_config`).
 """
 
 from __future__ import annotations
