@@ -17,11 +17,11 @@ import argparse
 import logging
 import sys
 
-from pipeline.commands import deploy, evaluate, images, local, prepare, registry, sagemaker
+from pipeline.commands import config, deploy, evaluate, images, local, prepare, registry, sagemaker
 from pipeline.config import ConfigError
 from steps.errors import InputError
 
-COMMAND_MODULES = (prepare, evaluate, sagemaker, deploy, images, local, registry)
+COMMAND_MODULES = (prepare, evaluate, sagemaker, deploy, images, local, registry, config)
 
 
 def build_parser() -> argparse.ArgumentParser:

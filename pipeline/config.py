@@ -371,3 +371,19 @@ def load_config(path: str | Path | None = None) -> StoryboardConfig:
                 resolved.append(ref)
         character.references = resolved
     return config
+
+
+DEFAULT_CONFIG_FILE = "pipeline.yaml"
+
+
+def load_config_or_default(path: str | Path | None = None) -> StoryboardConfig:
+    """The configuration every command uses: ``path`` if given, else ``./pipeline.yaml`` when the working
+    folder has one, else the built-in defaults (the same values: the repository's ``pipeline.yaml`` is
+    generated from them).
+
+    Raises:
+        ConfigError: as :func:`load_config`.
+    """
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    return load_config(path)

@@ -63,6 +63,7 @@ from pipeline.expressions import (
     to_text,
 )
 from pipeline.local_training import TrainingStepError, check_training, run_training_step
+from pipeline.run_progress import StepLogFollower, append_line, condition_sentence, training_total
 from steps.io import write_json
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ SUPPORTED_STEP_TYPES = ("Processing", "Training", "Callback", "Lambda", "Conditi
 PROCESSING_ROOT = "/opt/ml/processing"
 PROCESSING_ROOT_ENV = "STORYBOARD_PROCESSING_ROOT"
 RESOURCE_CONFIG_ENV = "STORYBOARD_RESOURCE_CONFIG"
+TQDM_INTERVAL_ENV = "TQDM_MININTERVAL"  # tqdm (>= 4.66) reads its arguments' defaults from TQDM_* variables
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Step statuses follow ListPipelineExecutionSteps; NotExecuted marks a branch not taken.
@@ -370,13 +372,16 @@ class LocalRunner:
         callback_handlers: Callback handlers by ``Task``.
         lambda_handlers: Lambda handlers by function name.
         launcher: runs processing entry points (default: :func:`subprocess_launcher`).
+        echo: receives each progress line a running step writes to its log (the command line prints them),
+            or ``None``.
         handler_import_error: why the handlers could not be imported, quoted when one is missing.
     """
 
     def __init__(self, definition: Mapping[str, Any], run_dir: Path, execution: Mapping[str, Any],
                  config: StoryboardConfig, callback_handlers: Mapping[str, CallbackHandler] | None = None,
                  lambda_handlers: Mapping[str, LambdaHandler] | None = None,
-                 launcher: ProcessingLauncher | None = None, handler_import_error: str | None = None) -> None:
+                 launcher: ProcessingLauncher | None = None, handler_import_error: str | None = None,
+                 echo: Callable[[str], None] | None = None) -> None:
         self.definition = dict(definition)
         self.run_dir = Path(run_dir).resolve()
         self.execution = dict(execution)
@@ -385,6 +390,8 @@ class LocalRunner:
         self.lambda_handlers = dict(lambda_handlers or {})
         self.launcher = launcher or subprocess_launcher
         self.handler_import_error = handler_import_error
+        self.echo = echo
+        self._follower: StepLogFollower | None = None
         self.steps = validate_definition(self.definition)
         self.order = topological_order(self.steps)
         self.records: dict[str, StepRecord] = {name: StepRecord(name, self.steps[name].type) for name in self.order}
@@ -630,7 +637,9 @@ class LocalRunner:
         (step_dir / "properties.json").unlink(missing_ok=True)
         if (step_dir / "step.log").exists():  # keep the previous attempt's log beside the new one
             os.replace(step_dir / "step.log", step_dir / "step.previous.log")
-        log.info("%s (%s): executing", name, info.type)
+        position = f"step {self.order.index(name) + 1}/{len(self.order)}"
+        log.info("%s: %s (%s) started; log: %s", position, name, info.type, step_dir / "step.log")
+        append_line(step_dir / "step.log", f"progress: {position}: {name} ({info.type}) started")
         started = time.monotonic()
         step_log = logging.FileHandler(step_dir / "step.log", encoding="utf-8")
         step_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -642,7 +651,8 @@ class LocalRunner:
         try:
             handler = {"Processing": self._processing, "Training": self._training, "Callback": self._callback,
                        "Lambda": self._lambda, "Condition": self._condition, "Fail": self._fail}[info.type]
-            properties, outputs = handler(info, step_dir)
+            with StepLogFollower(step_dir / "step.log", echo=self.echo) as self._follower:
+                properties, outputs = handler(info, step_dir)
         except (StepFailure, TrainingStepError) as err:
             return self._finish(name, FAILED, str(err), started)
         except Exception as err:  # noqa: BLE001 - any error fails the step and is recorded, as SageMaker does
@@ -661,11 +671,17 @@ class LocalRunner:
         record = self.records[name]
         record.StepStatus, record.EndTime, record.FailureReason = status, _now(), reason
         self._save_status()
+        elapsed = time.monotonic() - started
+        position = f"step {self.order.index(name) + 1}/{len(self.order)}"
+        outputs = ", ".join(f"{k}={v}" for k, v in sorted(record.Outputs.items()))
+        detail = reason or (f"outputs {outputs}"[:400] if outputs else "")
+        append_line(self.run_dir / name / "step.log", f"progress: {position}: {name} {status.lower()} in "
+                                                      f"{elapsed:.1f} s" + (f": {detail}" if detail else ""))
         if status == SUCCEEDED:
-            log.info("%s: succeeded in %.1f s %s", name, time.monotonic() - started,
+            log.info("%s: %s succeeded in %.1f s %s", position, name, elapsed,
                      json.dumps(record.Outputs, sort_keys=True) if record.Outputs else "")
         else:
-            log.error("%s: %s: %s", name, status, reason)
+            log.error("%s: %s %s: %s", position, name, status.lower(), reason)
         return status == SUCCEEDED
 
     # ----- step types --------------------------------------------------------------------------------
@@ -729,13 +745,17 @@ class LocalRunner:
     def _condition(self, info: StepInfo, step_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         ctx = self._context()
         results = []
-        for cond in info.spec.get("Arguments", {}).get("Conditions", []):
+        conditions = info.spec.get("Arguments", {}).get("Conditions", [])
+        for cond in conditions:
             value = ctx.condition(cond)
             results.append({"Type": cond.get("Type"), "Left": _describe(ctx, cond.get("LeftValue")),
                             "Right": _describe(ctx, cond.get("RightValue")), "Result": value})
-            log.info("condition %s %s %s: %s", results[-1]["Left"], cond.get("Type"), results[-1]["Right"], value)
         outcome = all(r["Result"] for r in results)
-        return {"Outcome": outcome, "Evaluations": results}, {"Outcome": outcome}
+        branch = info.spec.get("Arguments", {}).get("IfSteps" if outcome else "ElseSteps", [])
+        sentence = condition_sentence(info.spec.get("DisplayName") or info.name, conditions, results, outcome,
+                                      [s.get("Name", "?") for s in branch], ctx.evaluate)
+        log.info("%s", sentence)
+        return {"Outcome": outcome, "Evaluations": results, "Explanation": sentence}, {"Outcome": outcome}
 
     def _fail(self, info: StepInfo, step_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         message = self._context().evaluate(info.spec.get("Arguments", {}).get("ErrorMessage", ""))
@@ -790,6 +810,7 @@ class LocalRunner:
             write_json(resource_config, {"current_host": host, "hosts": hosts})
             env = dict(os.environ)
             env.update(env_base)
+            env.setdefault(TQDM_INTERVAL_ENV, "5")  # a step's tqdm bar writes to a log file: every 5 s is enough
             env[PROCESSING_ROOT_ENV] = str(root)
             env[RESOURCE_CONFIG_ENV] = str(resource_config)
             env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -840,9 +861,10 @@ class LocalRunner:
             return len(files)
 
         args = self._context().evaluate(info.spec.get("Arguments", {}))
+        if self._follower is not None:
+            self._follower.track_training(training_total(args), f"{info.name} training")
         return run_training_step(info.name, args, step_dir, execution_id=self.execution_id, localize=self.localize,
-                                 stage=stage, launch=self.launcher, repo_root=REPO_ROOT,
-                                 failure_text=_failure_text)
+                                 stage=stage, launch=self.launcher, repo_root=REPO_ROOT, failure_text=_failure_text)
 
     def _stage_input(self, item: Mapping[str, Any], roots: Mapping[str, Path], hosts: list[str],
                      extra: Mapping[str, str]) -> None:
@@ -944,9 +966,11 @@ def resolve_parameters(definition: Mapping[str, Any], overrides: Mapping[str, An
     from steps.errors import InputError
 
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
-    unknown = sorted(set(overrides) - set(declared))
-    if unknown:
-        raise InputError(f"unknown pipeline parameter(s) {unknown}; known: {', '.join(declared)}")
+    from pipeline.parameters import unknown_parameter_error
+
+    for name in overrides:
+        if name not in declared:
+            raise unknown_parameter_error(name, declared)
     values: dict[str, Any] = {}
     for name, spec in declared.items():
         raw = overrides.get(name, spec.get("DefaultValue"))

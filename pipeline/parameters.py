@@ -21,7 +21,8 @@ Which parameters a pipeline has depends on ``finetune.backend`` (chosen when com
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -366,25 +367,41 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return result
 
 
-def check_overrides(overrides: Mapping[str, Any], known: Mapping[str, str] | None = None) -> dict[str, ParameterValue]:
+def unknown_parameter_error(name: str, known: Iterable[str], source: str = "--param") -> InputError:
+    """The error for a parameter name the pipeline does not have: the closest names (``difflib``, case
+    ignored) and the full list of valid names."""
+    names = sorted(known)
+    by_lower = {n.lower(): n for n in names}
+    close = [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    spec = next((s for s in PARAMETER_SPECS if s.name.lower() == name.lower()), None)
+    if spec is not None and spec.name not in names:
+        hint += (f" {spec.name} is a parameter of pipelines compiled with finetune.backend "
+                 f"{' or '.join(spec.backends)}.")
+    return InputError(f"{source}: unknown pipeline parameter {name!r}.{hint} Valid names: {', '.join(names)}")
+
+
+def check_overrides(overrides: Mapping[str, Any], known: Mapping[str, str] | None = None,
+                    source: str = "--param") -> dict[str, ParameterValue]:
     """Validate ``--param`` overrides against the specs; return them converted to their types.
 
-    ``known`` maps parameter names to definition types for parameters not in :data:`PARAMETER_SPECS`
-    (a definition compiled by another version); those are passed through as strings.
+    ``known`` maps the names of the pipeline's parameters to their definition types; a name outside it
+    is refused (a parameter of the other fine-tune backend, for example). Parameters in ``known`` but not
+    in :data:`PARAMETER_SPECS` (a definition compiled by another version) are passed through as strings.
+    Without ``known`` every name in :data:`PARAMETER_SPECS` is accepted.
 
     Raises:
-        steps.errors.InputError: an unknown name (the message lists the known ones) or a bad value.
+        steps.errors.InputError: an unknown name (the message suggests the closest names and lists the
+            valid ones), or a value of the wrong type, outside the allowed values or the range.
     """
+    valid = set(known) if known is not None else set(SPECS_BY_NAME)
+    for name in overrides:
+        if name not in valid:
+            raise unknown_parameter_error(name, valid, source)
     converted: dict[str, ParameterValue] = {}
     for name, value in overrides.items():
         spec = SPECS_BY_NAME.get(name)
-        if spec is None:
-            if known and name in known:
-                converted[name] = str(value)
-                continue
-            names = sorted(known) if known else sorted(SPECS_BY_NAME)
-            raise InputError(f"unknown pipeline parameter {name!r}; known parameters: {', '.join(names)}")
-        converted[name] = coerce_value(spec, value)
+        converted[name] = coerce_value(spec, value, source=source) if spec else str(value)
     return converted
 
 

@@ -38,6 +38,7 @@ from steps.detection import CharacterDetector
 from steps.errors import InputError, NoCharacterFoundError
 from steps.image_payload import encode_image
 from steps.io import atomic_open, write_bytes, write_json, write_jsonl
+from steps.progress import ProgressLog, format_duration, stage
 from steps.records import BBox, CropRecord, Detection, SampledFrame, frame_log_row
 from steps.references import REFERENCES_FOLDER, ReferenceImage, load_references, write_reference_images
 from steps.temporal import Scored, smooth_in_shots
@@ -91,6 +92,8 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, owned: Sequence[str]) -> Non
                 target.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
 
+
+STEP_LABEL = "ExtractFrames"
 
 MINING_MAX_HEIGHT = 540
 """Mining frames are downscaled to at most this height: the detector's descriptors see 64 px windows, and
@@ -176,7 +179,11 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     write_reference_images(references, out / REFERENCES_FOLDER)
     embedder = embedder or make_embedder(config.embeddings, config.aws)
     content_boxes = {info.path: estimate_content_box(info.path, config.sampling) for info in infos}
-    detector = detector or build_detector(config, references, infos, embedder, content_boxes)
+    if detector is None:
+        stage(STEP_LABEL, 1, 3, f"training the {config.detection.backend} detector on "
+              f"{sum(len(r) for r in references.values())} reference image(s) of {len(references)} character(s) "
+              f"({', '.join(references)})")
+        detector = build_detector(config, references, infos, embedder, content_boxes)
     names = list(references)
     det_cfg, crop_cfg = config.detection, config.crops
     summary = ExtractSummary(characters=names, detector=detector.name, embedder=embedder.name)
@@ -197,15 +204,23 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     (out / "crops" / "dropped").mkdir(parents=True, exist_ok=True)
     (out / "crops" / "frames").mkdir(parents=True, exist_ok=True)
 
+    total_s = sum(max(0.0, i.duration_s) for i in infos)
+    stage(STEP_LABEL, 2, 3, f"sampling ({config.sampling.mode}) and detecting in {len(infos)} video(s), "
+          f"{format_duration(total_s)} of video")
+    tracker = ProgressLog(f"{STEP_LABEL} sampling", total_s or None, "s of video")
+    offset_s = 0.0
     with atomic_open(out / "frames.jsonl", "w") as frames_log:
         for info in infos:
             sampled = 0
 
-            def scored(info: VideoInfo = info) -> Iterator[Scored]:
+            def scored(info: VideoInfo = info, offset_s: float = offset_s) -> Iterator[Scored]:
                 nonlocal sampled
                 for frame in sample_frames(info.path, config.sampling, progress=progress, info=info,
                                            content_box=content_boxes[info.path]):
                     sampled += 1
+                    tracker.update(round(offset_s + min(frame.timestamp_s, info.duration_s or frame.timestamp_s), 1),
+                                   extra=f"{Path(info.path).name}, {summary.frames_sampled + sampled} frames "
+                                         f"sampled, {len(records)} crops")
                     cands = detector.detect(frame, min_score=det_cfg.min_score * CANDIDATE_FLOOR)
                     yield Scored(frame, cands, frame.shot)
 
@@ -220,6 +235,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
                                    "fps": round(info.fps, 3), "duration_s": round(info.duration_s, 3),
                                    "frames_sampled": sampled})
             summary.frames_sampled += sampled
+            offset_s += max(0.0, info.duration_s)
+    tracker.close(extra=f"{summary.frames_sampled} frames sampled, {len(records)} crops", complete=True)
 
     summary.frames_with_character = {n: frames_with.get(n, 0) for n in names}
     if not records:
@@ -235,6 +252,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
 
     # De-duplicate each character's crops by embedding similarity, keeping the sharpest.
     candidates = [r for r in records if r.dropped_reason is None]
+    stage(STEP_LABEL, 3, 3, f"de-duplicating {len(candidates)} crop(s) that passed the quality filters "
+          f"(of {len(records)} detected)")
     ids = [r.crop_id for r in candidates]
     emb = embedded.matrix(ids)
     result = deduplicate(emb, [r.sharpness for r in candidates], [r.character for r in candidates],

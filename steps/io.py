@@ -1,7 +1,9 @@
 """Atomic file output: every file is written to a temporary name in its folder, then renamed.
 
 A reader therefore sees either the previous complete file or the new complete file, never half a
-manifest, and a step killed mid-write can simply be re-run.
+manifest, and a step killed mid-write can simply be re-run. The file gets the permissions a plain
+``open(path, "w")`` would give (``0o666`` less the process umask), not the ``0o600`` of
+:func:`tempfile.mkstemp`, so a team sharing a run folder can read it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,33 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask (for example ``0o022``), read without changing it for other threads.
+
+    Linux 4.7+ reports it in ``/proc/self/status`` (``Umask:``); elsewhere it is read with the
+    set-and-restore idiom of :func:`os.umask`, under a lock so that two writers of this module never
+    see each other's temporary value.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -20,7 +45,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """Open a temporary file beside ``path``; on a clean exit, fsync it and rename it over ``path``.
 
     ``mode`` is ``"w"`` (text) or ``"wb"`` (binary). On an exception the temporary file is removed
-    and ``path`` is left untouched.
+    and ``path`` is left untouched. The file's mode is ``0o666 & ~umask`` (:func:`current_umask`).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
@@ -28,6 +53,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as handle:
             yield handle
             handle.flush()

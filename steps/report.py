@@ -1,4 +1,7 @@
-"""``report.html`` of the data preparation: funnel, score timeline, contact sheets, drops, duplicate groups.
+"""``report.html`` of the training set: funnel, score timeline, contact sheets, drops, duplicate groups.
+
+One report wherever the training set is made: ``storyboard prepare`` and the pipeline's CaptionImages
+step both write it through :func:`steps.caption.run_caption`.
 
 The page sits next to ``crops/`` and refers to the images by relative path, so the whole output folder
 can be opened from disk or synced to S3 as it is. The score timeline is a matplotlib figure embedded as
@@ -17,6 +20,7 @@ import jinja2
 
 from steps.io import read_jsonl, write_text
 from steps.records import CropRecord
+from steps.references import REFERENCES_FOLDER
 
 DROP_REASONS = ("too_small", "blurred", "too_dark", "too_bright", "duplicate")
 
@@ -60,21 +64,48 @@ def _timeline_png(frames_jsonl: Path, min_score: float | None) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def report_characters(out: Path, summary: dict[str, Any]) -> list[str]:
+    """Every character the run looked for, sorted: those with crops (``summary["characters"]``), those the
+    detector scored in ``out/frames.jsonl`` and those with reference images in ``out/references/``, so that a
+    character never detected still has its (all-zero) row in the funnel."""
+    names = set(summary.get("characters", []))
+    names.update(summary.get("frames_with_character", {}))
+    frames = out / "frames.jsonl"
+    if frames.is_file():
+        for row in read_jsonl(frames):
+            names.update(row.get("raw_scores", {}))
+    references = out / REFERENCES_FOLDER
+    if references.is_dir():
+        names.update(p.name for p in references.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(names)
+
+
+EMPTY_FUNNEL = {"detected": 0, "dropped": {}, "kept": 0, "upscaled": 0}
+
+
 def write_prepare_report(out: Path, records: Sequence[CropRecord], labelling: Sequence[dict[str, Any]],
                          summary: dict[str, Any]) -> Path:
-    """Render ``out/report.html`` (atomically) and return its path. Every crop on a contact sheet (kept,
-    dropped, duplicate groups) is shown beside the thumbnail of its frame (``CropRecord.frame_path``, the
-    detection and crop region drawn) where the record has one."""
+    """Render ``out/report.html`` (atomically) and return its path.
+
+    The one training-set report, made by :func:`steps.caption.run_caption` for ``storyboard prepare`` and
+    for the pipeline's CaptionImages step alike: the funnel with a row for every character
+    (:func:`report_characters`; zeros where nothing was detected), the detection-score chart drawn from
+    ``out/frames.jsonl`` (CaptionImages gathers the shards' files there), contact sheets, dropped crops and
+    duplicate groups. Every crop on a contact sheet is shown beside the thumbnail of its frame
+    (``CropRecord.frame_path``, the detection and crop region drawn) where the record has one.
+    """
+    names = report_characters(out, summary)
+    funnel = {n: summary.get("funnel", {}).get(n, EMPTY_FUNNEL) for n in names}
     by_id = {r.crop_id: r for r in records}
-    kept: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}
+    kept: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for row in labelling:
         rec = by_id[row["crop_id"]]
-        kept[row["character"]].append({**row, "path": rec.path, "video_name": Path(rec.video).name,
-                                       "frame_path": rec.frame_path, "shot_scale": rec.shot_scale})
+        kept.setdefault(row["character"], []).append({**row, "path": rec.path, "video_name": Path(rec.video).name,
+                                                      "frame_path": rec.frame_path, "shot_scale": rec.shot_scale})
     dropped = {n: [r for r in records if r.character == n and r.dropped_reason and r.dropped_reason != "duplicate"]
-               for n in summary["characters"]}
-    groups: dict[str, list[dict[str, Any]]] = {n: [] for n in summary["characters"]}
-    for name in summary["characters"]:
+               for n in names}
+    groups: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for name in names:
         members: dict[str, list[CropRecord]] = {}
         for r in records:
             if r.character == name and r.dropped_reason == "duplicate" and r.duplicate_of:
@@ -83,10 +114,11 @@ def write_prepare_report(out: Path, records: Sequence[CropRecord], labelling: Se
             if head in by_id:
                 dups = sorted(dups, key=lambda d: -(d.similarity or 0))
                 groups[name].append({"kept": by_id[head], "duplicates": dups})
-    reasons = [r for r in DROP_REASONS if any(r in f["dropped"] for f in summary["funnel"].values())]
+    reasons = [r for r in DROP_REASONS if any(r in f["dropped"] for f in funnel.values())]
     env = jinja2.Environment(loader=jinja2.PackageLoader("steps", "templates"),
                              autoescape=jinja2.select_autoescape(["html"]))
     html = env.get_template("prepare_report.html").render(
-        summary=summary, kept=kept, dropped=dropped, groups=groups, reasons=reasons,
+        summary=summary, characters=names, funnel=funnel, kept=kept, dropped=dropped, groups=groups,
+        reasons=reasons,
         timeline=_timeline_png(out / "frames.jsonl", summary.get("thresholds", {}).get("detection.min_score")))
     return write_text(out / "report.html", html)

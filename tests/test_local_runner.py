@@ -68,7 +68,8 @@ class FakeContainers:
         assert module == D.ENTRYPOINT_MODULES[step_name]
         root = Path(env[PROCESSING_ROOT_ENV])
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(f"fake {module} {command[3:]}\n", encoding="utf-8")
+        with open(log_path, "a", encoding="utf-8") as handle:  # appended, as the real launcher does
+            handle.write(f"fake {module} {command[3:]}\n")
         if step_name in self.interrupt_once:
             self.interrupt_once.discard(step_name)
             raise KeyboardInterrupt
@@ -563,6 +564,43 @@ def test_caption_entry_point_finds_every_shard(tmp_path, monkeypatch):
     assert config.captions.model_id == "us.amazon.nova-lite-v1:0"
 
 
+def test_caption_step_report_has_the_chart_and_every_character(tmp_path):
+    """One training-set report: CaptionImages gathers the shards' frames.jsonl, so its report draws the
+    detection-score chart as prepare's does, and a character never detected has its row of zeros."""
+    from containers.processing.caption_images import merge_frame_logs
+    from steps.records import CropRecord
+    from steps.report import write_prepare_report
+
+    shards = [tmp_path / "extract" / host for host in ("algo-1", "algo-2")]
+    for k, shard in enumerate(shards):
+        shard.mkdir(parents=True)
+        rows = [{"video": f"v{k}.mp4", "timestamp_s": t, "detections": [{"character": "bunny", "score": 0.8}] if t
+                 else [], "raw_scores": {"bunny": 0.8 if t else 0.2, "sintel": 0.3}} for t in (0.0, 1.0, 2.0)]
+        (shard / "frames.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "dataset"
+    assert merge_frame_logs(shards, out / "frames.jsonl") == 6
+    (out / "references" / "gizmo").mkdir(parents=True)  # a character with references and no score at all
+    records = [CropRecord(f"bunny_v0_f{i}_0", "v0.mp4", i, float(i), "bunny", [0, 0, 9, 9], [0, 0, 9, 9], 0.8,
+                          path=f"crops/bunny_v0_f{i}_0.jpg", dropped_reason=None if i else "blurred")
+               for i in range(2)]
+    labelling = [{"crop_id": "bunny_v0_f1_0", "character": "bunny", "alt_text": "Bunny", "timestamp_s": 1.0,
+                  "detection_score": 0.8, "width": 512, "height": 512}]
+    summary = {"characters": ["bunny"], "records": 1, "frames_sampled": 6, "videos": [], "detector": ["local"],
+               "embedder": ["local"], "frames_with_character": {"bunny": 4},
+               "funnel": {"bunny": {"detected": 2, "dropped": {"blurred": 1}, "kept": 1, "upscaled": 0}},
+               "thresholds": {"detection.min_score": 0.65}, "captions": {"captioner": "template", "needs_review": 0},
+               "validation": {"ok": True}}
+    html = write_prepare_report(out, records, labelling, summary).read_text(encoding="utf-8")
+    assert '<img class="plot"' in html and "Detection score over time" in html
+    funnel = html[html.index("Funnel per character"):html.index("Thresholds:")]
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"<td>(\w+)(.*?)</tr>", funnel, re.S)}
+    assert sorted(rows) == ["bunny", "gizmo", "sintel"]
+    for name in ("gizmo", "sintel"):
+        assert "never detected" in rows[name]
+        assert re.findall(r"<td>(?:<b>)?(\d+)", rows[name]) == ["0", "0", "0", "0", "0"], rows[name]
+    assert re.findall(r"<td>(?:<b>)?(\d+)", rows["bunny"]) == ["4", "2", "1", "1", "0"]
+
+
 def _images(folder: Path, characters: dict[str, tuple[int, int, int]], count: int, noise: float, seed: int) -> None:
     import numpy as np
     from PIL import Image
@@ -686,12 +724,51 @@ def test_run_local_command_with_the_local_handlers_ends_honestly_after_a_dry_run
     assert isinstance(walk(evaluation, parse_path(D.SIMILARITY_PATH), "x"), float)
     assert "dry run" in out and "local-demo: Failed" in out
     assert not (run_dir / "registry.json").exists()
+    assert_every_step_wrote_progress(run_dir, steps)
+    trained = (run_dir / D.CHECK_TRAINED / "step.log").read_text()
+    assert "FineTune's output DryRun is 'true' (needs 'false') => not passed -> " + D.FAIL_NOT_TRAINED in trained
     with pytest.raises(InputError, match="--resume"):
         _run_command("--resume", "local-demo", "--runs", "runs", "--param", "stepCount=600")
+    # Resume policy: a --config that differs from the execution's is refused, naming the changed keys.
+    (tmp_path / "changed.yaml").write_text("evaluation: {bootstrap_samples: 200}\nfinetune: {backend: bedrock}\n",
+                                           encoding="utf-8")
+    before = (run_dir / "status.json").read_text()
+    with pytest.raises(InputError, match=r"differs from the configuration execution local-demo started with "
+                                         r"\(evaluation\.bootstrap_samples\)"):
+        _run_command("--resume", "local-demo", "--runs", "runs", "--config", str(tmp_path / "changed.yaml"))
+    assert (run_dir / "status.json").read_text() == before  # nothing ran
     with pytest.raises(InputError, match="--video PATH"):
         _run_command("--characters", str(tmp_path / "characters"), "--runs", "runs")
 
 
+
+
+def test_resume_accepts_the_same_configuration_and_refuses_a_changed_one(tmp_path):
+    from pipeline.commands.local import check_resume_config, local_config_document
+
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("sampling: {every_s: 0.5}\n", encoding="utf-8")
+    from pipeline.config import load_config
+
+    stored = json.loads(json.dumps(local_config_document(load_config(path))))
+    check_resume_config(path, stored, "local-x")  # the same file: accepted
+    check_resume_config(None, stored, "local-x")  # no --config: the execution's own configuration
+    path.write_text("sampling: {every_s: 2.0}\ndedup: {threshold: 0.5}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"\(dedup\.threshold, sampling\.every_s\).*start a new execution"):
+        check_resume_config(path, stored, "local-x")
+
+
+@pytest.mark.parametrize("param, message", [
+    ("stepCount=5", "stepCount is a parameter of pipelines compiled with finetune.backend bedrock"),
+    ("LoraRnk=4", r"Did you mean LoraRank\?"),
+    ("LoraRank=0", r"outside 1\.\.256"),
+    ("LoraTrainingSteps=many", "is Integer"),
+])
+def test_run_local_refuses_bad_parameters_before_anything_runs(tmp_path, monkeypatch, param, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=message):
+        _run_command("--param", param, "--runs", "runs", "--execution-id", "local-bad")
+    assert not (tmp_path / "runs").exists()  # no run folder, no stand-in model built
 
 
 def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
@@ -711,7 +788,8 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
     code = _run_command("--video", str(clip), "--runs", str(tmp_path / "runs"), "--execution-id", "local-bbb",
                         "--config", str(example / "pipeline.yaml"), "--characters", str(example / "characters"),
                         "--param", "LoraTrainingSteps=20")
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     run_dir = tmp_path / "runs" / "local-bbb"
     status = json.loads((run_dir / "status.json").read_text())
     steps = {s["StepName"]: s for s in status["Steps"]}
@@ -725,6 +803,7 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
     dataset = run_dir / D.CAPTION / "output" / "dataset"
     assert len((dataset / "train.jsonl").read_text().splitlines()) >= 5
     assert sorted(p.name for p in (dataset / "references" / "bunny").iterdir())  # references.yaml regions, resolved
+    assert '<img class="plot"' in (dataset / "report.html").read_text()  # the detection-score chart, as in prepare
     assert steps[D.FINETUNE]["Outputs"]["train:loss"] > 0
     assert len(re.findall(r"step=\d+ loss=", (run_dir / D.FINETUNE / "step.log").read_text())) == 20
     evaluation_dir = run_dir / D.EVALUATE / "output" / "evaluation"
@@ -735,6 +814,38 @@ def test_run_local_end_to_end_on_a_real_clip(tmp_path, capsys):
     assert (evaluation_dir / "loss_curve.png").is_file()
     assert "stand-in" in (evaluation_dir / "report.html").read_text()
     assert "test the machinery, not the quality" in out
+    assert_every_step_wrote_progress(run_dir, steps)
+    logs = {name: (run_dir / name / "step.log").read_text() for name in steps if (run_dir / name / "step.log").exists()}
+    # each long step's own progress: counts and the time left
+    assert re.search(r"progress: ExtractFrames sampling: [\d.]+/[\d.]+ s of video \(\d+%\).*about \S+ left",
+                     logs[D.EXTRACT]), logs[D.EXTRACT][-2000:]
+    assert "progress: ExtractFrames stage 1/3: training the local detector" in logs[D.EXTRACT]
+    assert "progress: CaptionImages stage 2/2" in logs[D.CAPTION] and "progress: CaptionImages: done" in logs[D.CAPTION]
+    assert re.search(r"progress: FineTune training: \d+/20 steps \(\d+%\).*about \S+ left", logs[D.FINETUNE])
+    assert "progress: FineTune training: 20/20 steps (100%)" in logs[D.FINETUNE]
+    assert re.search(r"prompt set: +\d+%\|", logs[D.EVALUATE])  # the generation's tqdm bar
+    # the console shows the running step's progress, not only its start and end
+    assert "  progress: ExtractFrames sampling: " in captured.err
+    assert "  progress: FineTune training: 20/20 steps (100%)" in captured.err
+    assert "  progress: diffusers prompt set:" in captured.err
+    # the quality gate in words, with the figures and the branch taken
+    gate = next(line for line in logs[D.CHECK_QUALITY].splitlines() if "Check quality:" in line)
+    assert "Evaluate's gate.status is" in gate and "(needs 'passed')" in gate and "character similarity" in gate
+    assert gate.split(" -> ")[1].startswith(D.REGISTER if code == 0 else D.FAIL_QUALITY)
+
+
+def assert_every_step_wrote_progress(run_dir: Path, steps: dict[str, dict]) -> None:
+    """Every step that ran has a start and an end progress line in its step.log; steps not run have none."""
+    count = len(steps)
+    for name, step in steps.items():
+        log_path = run_dir / name / "step.log"
+        if step["StepStatus"] == "NotExecuted":
+            assert not log_path.exists(), name
+            continue
+        text = log_path.read_text()
+        assert re.search(rf"progress: step \d+/{count}: {name} \({step['StepType']}\) started", text), (name, text)
+        assert re.search(rf"progress: step \d+/{count}: {name} {step['StepStatus'].lower()} in [\d.]+ s", text), (
+            name, text[-1500:])
 
 
 def test_the_configured_register_function_maps_to_the_local_register_handler():

@@ -113,7 +113,8 @@ def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("param, message", [("StepCount=10", "unknown pipeline parameter"),
-                                            ("stepCount=1000", "unknown pipeline parameter"),  # Bedrock's
+                                            ("stepCount=1000", "finetune.backend bedrock"),  # Bedrock's
+                                            ("LoraRnk=8", r"Did you mean LoraRank\?"),
                                             ("LoraTrainingSteps=0", "outside"),
                                             ("LoraResolution=1020", "multiple of 8"),
                                             ("LoraLearningRate=0.5", "outside"), ("ReviewMode=manual", "one of"),

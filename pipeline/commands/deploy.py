@@ -24,7 +24,11 @@ from pipeline.commands.sagemaker import _config, boto_session
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``deploy`` to ``subparsers``."""
-    p = subparsers.add_parser("deploy", help="create or update the AWS resources (CloudFormation change set)")
+    p = subparsers.add_parser(
+        "deploy", help="create or update the AWS resources (CloudFormation change set)",
+        description="Create or update the project's CloudFormation stack (pipeline/infra/template.yaml) with a "
+                    "change set; its outputs name the role, bucket, image repositories and queue that upsert and "
+                    "start use.")
     p.add_argument("--config", type=Path, default=None, help="pipeline.yaml (default: ./pipeline.yaml if present)")
     p.add_argument("--stack-name", default=None, help="stack name (default: sagemaker.stack_name, else the project)")
     p.add_argument("--region", default=None, help="AWS Region (default: aws.region of the configuration)")

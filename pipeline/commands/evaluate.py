@@ -45,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--min-calibration-auc", type=float,
                     help="gate: overrides evaluation.min_calibration_auc (lowest one-vs-rest AUC of the encoder on "
                          "the held-out crops; below it the gate is inconclusive)")
-    ev.add_argument("--config", type=Path, help="pipeline.yaml (evaluation and embeddings settings)")
+    ev.add_argument("--config", type=Path,
+                    help="pipeline.yaml (evaluation and embeddings settings; default: ./pipeline.yaml if present, "
+                         "else built-in defaults)")
     ev.set_defaults(func=run_evaluate)
 
     gen = subparsers.add_parser(
@@ -58,7 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--from-folder", type=Path, help="offline: take the images from DIR/<character>/")
     gen.add_argument("--character", action="append", dest="characters",
                      help="character to generate (repeatable); default: the characters of pipeline.yaml")
-    gen.add_argument("--config", type=Path, help="pipeline.yaml (evaluation settings, characters, aws)")
+    gen.add_argument("--config", type=Path,
+                     help="pipeline.yaml (evaluation settings, characters, aws; default: ./pipeline.yaml if present, "
+                          "else built-in defaults)")
     gen.set_defaults(func=run_generate)
 
 
@@ -109,9 +113,9 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
 def run_evaluate(args: argparse.Namespace) -> int:
     """``storyboard evaluate``: returns 0 (the gate's status is in evaluation.json, not the exit code)."""
     from evaluation.evaluate import run_evaluation
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
 
-    config = load_config(args.config)
+    config = load_config_or_default(args.config)
     overrides = {key: value for key, value in (("min_character_similarity", args.min_character_similarity),
                                                ("min_improvement", args.min_improvement),
                                                ("max_near_copy_rate", args.max_near_copy_rate),
@@ -149,10 +153,10 @@ def run_generate(args: argparse.Namespace) -> int:
         build_requests,
         generate_prompt_set,
     )
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
     from steps.errors import InputError
 
-    config = load_config(args.config)
+    config = load_config_or_default(args.config)
     characters = [config.character(name) for name in args.characters] if args.characters else config.characters
     if not characters:
         raise InputError("no character to generate: configure `characters` in pipeline.yaml or pass --character")

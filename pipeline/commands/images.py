@@ -17,7 +17,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``images`` (``build`` and ``push``) to ``subparsers``."""
-    p = subparsers.add_parser("images", help="docker build / push the four images into the stack's repositories")
+    p = subparsers.add_parser(
+        "images", help="docker build / push the four images into the stack's repositories",
+        description="Build (docker build) or push (docker push, after an ECR login) the processing, training, "
+                    "inference and Lambda images into the repositories of the deployed stack.")
     p.add_argument("action", choices=("build", "push"))
     p.add_argument("--tag", default="latest", help="image tag (default latest; the stack's ImageTag parameter)")
     p.add_argument("--config", type=Path, default=None, help="pipeline.yaml (default: ./pipeline.yaml if present)")

@@ -1,32 +1,10 @@
 """`storyboard run --local`: execute the compiled pipeline definition on this machine (DESIGN §6).
 
-::
-
-    storyboard run --local --video clip.mp4 --characters characters/ [--config pipeline.yaml]
-                   [--base-model DIR] [--evaluation-images DIR] [--param Name=Value ...] [--runs runs]
-                   [--execution-id ID]
-    storyboard run --local --resume <execution-id> [--runs runs]
-
-The definition is compiled from the configuration exactly as ``storyboard compile`` does and run by
-:class:`pipeline.local_runner.LocalRunner`; processing steps run their container entry points, the
-Callback and Lambda steps the local handlers of ``containers.lambda_handlers.local`` (automatic review,
-dry-run fine-tune, local registry file). In local runs the S3 URI parameters also take local paths;
-``--video`` and ``--characters`` are shorthands for ``InputVideosS3Uri`` and ``ReferencesS3Uri`` (the
-same layout as ``storyboard prepare``), ``--evaluation-images`` for ``EvaluationImagesUri``,
-``--base-model`` for ``BaseModelS3Uri``.
-
-The LoRA fine-tune (``finetune.backend: sagemaker``) needs a diffusers-format base model. No weights can
-be downloaded here, so without ``--base-model`` a local run trains on a stand-in: a small pipeline of the
-default base's architecture (Stable Diffusion XL: two text encoders, text-time conditioning) with random
-weights, built once under ``<runs>/.models/`` (the way diffusers' own tests build tiny pipelines). The code
-path is the one the cloud runs; the figures test the machinery, not the quality, and the evaluation report
-and the model card say so. With the stand-in, parameters not given with ``--param`` default to
-:data:`STAND_IN_PARAMETERS` (64 px, fp32, 100 steps). A GPU-less machine trains in fp32
-(``MixedPrecision=no``).
-
-Exit status: 0 the execution succeeded; 1 a step failed (resume it with ``--resume``); 2 bad input;
-3 the execution ended in a Fail step (a model was not registered, for the reason printed: for
-example a dry-run fine-tune, which trains nothing); 130 interrupted (resumable).
+:data:`DESCRIPTION` is the command's help (plain text: usage, inputs, the random-weight stand-in base
+model and :data:`STAND_IN_PARAMETERS`, progress, the resume policy, exit statuses). The definition is
+compiled as ``storyboard compile`` does and run by :class:`pipeline.local_runner.LocalRunner`; every
+``--param`` is checked (:func:`pipeline.parameters.check_overrides`) before anything is built or run;
+``--resume`` keeps the execution's parameters and configuration (:func:`check_resume_config`).
 """
 
 from __future__ import annotations
@@ -51,17 +29,51 @@ STAND_IN_PARAMETERS = {"LoraResolution": 64, "MixedPrecision": "no", "LoraTraini
 STAND_IN_DIR = ".models/stand-in-sdxl"
 
 
+DESCRIPTION = """\
+Run the pipeline on this machine: the definition is compiled from the configuration exactly as
+'storyboard compile' does, and every step runs here. Processing steps run their container entry
+points; the review, fine-tune and register steps run local handlers (automatic review, LoRA training
+or a dry-run Bedrock fine-tune, a local model registry file).
+
+  storyboard run --local --video clip.mp4 --characters characters/ [--config pipeline.yaml]
+                 [--base-model DIR] [--evaluation-images DIR] [--param Name=Value ...] [--runs runs]
+  storyboard run --local --resume EXECUTION_ID [--runs runs] [--config pipeline.yaml]
+
+Inputs: --video and --characters set InputVideosS3Uri and ReferencesS3Uri (the same layout as
+'storyboard prepare'); local runs also take local paths in every S3 URI parameter. Every --param is
+checked (name, type, range) before any step runs; 'storyboard start --help' lists the parameters.
+
+Base model: the LoRA fine-tune needs a diffusers-format base model. Without --base-model, a small
+random-weight stand-in of Stable Diffusion XL's architecture is built once under <runs>/.models/ and
+the parameters not given default to 64 px, fp32 and 100 steps: the run tests the machinery, not the
+quality, and the report and model card say so.
+
+Progress: each step writes progress lines (counts, time left) to <runs>/<id>/<Step>/step.log; the
+runner prints one line per step as it starts and ends, and the running step's progress lines.
+
+Resume: --resume runs a failed or interrupted execution again from its failed step, with the
+parameters and the configuration it started with. It refuses --param and the input options, and it
+refuses a --config whose effective configuration differs from the execution's (the message names
+the changed keys): start a new execution to use new settings.
+
+Exit status: 0 the execution succeeded; 1 a step failed (resume it with --resume); 2 bad input;
+3 the execution ended in a Fail step (no model registered, for the reason printed); 130 interrupted
+(resumable).
+"""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``run`` to ``subparsers``."""
     parser = subparsers.add_parser(
-        "run", help="run the pipeline definition on this machine (--local)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "run", help="run the whole pipeline on this machine (--local), or resume a local execution",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--local", action="store_true", required=True,
-                        help="run locally (required; SageMaker executions start with `storyboard start`)")
+                        help="run locally (required; SageMaker executions start with 'storyboard start')")
     parser.add_argument("--config", type=Path, default=None,
-                        help="pipeline.yaml (default: ./pipeline.yaml if present, else built-in defaults)")
+                        help="pipeline.yaml (default: ./pipeline.yaml if present, else built-in defaults); with "
+                             "--resume it must match the execution's configuration")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a pipeline parameter (repeatable)")
+                        help="override a pipeline parameter (repeatable; checked before any step runs)")
     parser.add_argument("--video", action="append", default=[], type=Path, metavar="PATH",
                         help="input video (repeatable); sets InputVideosS3Uri")
     parser.add_argument("--characters", type=Path, default=None, metavar="DIR",
@@ -73,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="already generated images for Evaluate; sets EvaluationImagesUri")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder of run folders (default: runs)")
     parser.add_argument("--resume", default=None, metavar="EXECUTION_ID",
-                        help="resume a failed or interrupted execution from its failed step")
+                        help="resume a failed or interrupted execution from its failed step, with its own "
+                             "parameters and configuration (a changed --config or any --param is refused)")
     parser.add_argument("--execution-id", default=None, help="ID of a new execution (default: generated)")
     parser.add_argument("--review-page", action="store_true",
                         help="review every crop and caption in the browser: HumanReview serves a page on 127.0.0.1 "
@@ -103,11 +116,9 @@ def load_local_handlers(register_function_arn: str | None = None) -> tuple[dict[
 
 
 def _load_config(path: Path | None) -> Any:
-    from pipeline.config import load_config
+    from pipeline.config import load_config_or_default
 
-    if path is None and Path("pipeline.yaml").is_file():
-        path = Path("pipeline.yaml")
-    return load_config(path)
+    return load_config_or_default(path)
 
 
 def local_config_document(config: Any) -> dict[str, Any]:
@@ -213,6 +224,41 @@ def _check_local_inputs(values: dict[str, Any]) -> None:
             raise InputError(f"{name}: {value} does not exist")
 
 
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON-like documents, sorted (a key in only one counts)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            keys.extend(changed_keys(old.get(key), new.get(key), f"{prefix}{key}."))
+        return keys
+    return [] if old == new else [prefix.rstrip(".") or "(the whole document)"]
+
+
+def check_resume_config(config_path: Path | None, stored: dict[str, Any], execution_id: str) -> None:
+    """The resume policy for the configuration: an execution resumes with the configuration it started with.
+
+    A ``--config`` whose effective configuration differs from the stored one is refused (the message
+    names the changed keys and says to start a new execution); an equal one is accepted; without
+    ``--config`` the stored configuration is used.
+
+    Raises:
+        steps.errors.InputError: ``--config`` differs from the execution's configuration.
+        pipeline.config.ConfigError: ``--config`` is not a valid configuration.
+    """
+    if config_path is None:
+        return
+    from pipeline.config import load_config
+
+    changed = changed_keys(stored, local_config_document(load_config(config_path)))
+    if not changed:
+        return
+    shown = ", ".join(changed[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    raise InputError(f"--config {config_path} differs from the configuration execution {execution_id} started with "
+                     f"({shown}); a resumed execution keeps its configuration and parameters. Resume without "
+                     f"--config, or start a new execution with this configuration: storyboard run --local "
+                     f"--config {config_path} ...")
+
+
 def with_review_page(config: Any, overrides: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``--review-page``: the configuration with ``review.local_review_page`` on and ``ReviewMode=a2i``.
 
@@ -230,7 +276,7 @@ def with_review_page(config: Any, overrides: dict[str, Any]) -> tuple[Any, dict[
 def run_local(args: argparse.Namespace) -> int:
     """Run (or resume) a local execution and print its step summary; returns the exit status."""
     from pipeline.local_runner import LocalRunner, new_execution_id, resolve_parameters
-    from pipeline.parameters import parse_assignments
+    from pipeline.parameters import check_overrides, parse_assignments
 
     runs_dir = args.runs.expanduser().resolve()
     if args.resume and getattr(args, "review_page", False):
@@ -239,15 +285,18 @@ def run_local(args: argparse.Namespace) -> int:
     if args.resume:
         if args.param or args.video or args.characters or args.evaluation_images or args.execution_id or \
                 args.base_model:
-            raise InputError("--resume runs an execution again with its own parameters; do not combine it with "
-                             "--param, --video, --characters, --base-model, --evaluation-images or --execution-id")
+            raise InputError("--resume runs an execution again with the parameters it started with; do not combine "
+                             "it with --param, --video, --characters, --base-model, --evaluation-images or "
+                             "--execution-id (start a new execution to change them)")
         from pipeline.config import parse_config
 
         run_dir = runs_dir / args.resume
         config_file = run_dir / "inputs" / "config" / "pipeline.json"
         if not config_file.is_file():
             raise InputError(f"{run_dir} holds no local execution; check --runs and the execution ID")
-        config = parse_config(json.loads(config_file.read_text(encoding="utf-8")), source=str(config_file))
+        stored = json.loads(config_file.read_text(encoding="utf-8"))
+        check_resume_config(args.config, stored, args.resume)
+        config = parse_config(stored, source=str(config_file))
         definition = json.loads((run_dir / "definition.json").read_text(encoding="utf-8"))
         runner = LocalRunner.resume(run_dir, config=config, **_handlers(_register_arn(definition)))
         print(f"resuming {runner.execution_id} in {run_dir}")
@@ -261,6 +310,9 @@ def run_local(args: argparse.Namespace) -> int:
         overrides: dict[str, Any] = parse_assignments(args.param)
         if getattr(args, "review_page", False):
             config, overrides = with_review_page(config, overrides)
+        definition = compile_definition(config, settings)
+        # Every --param before anything else is built: name (with a close-match suggestion), type, range.
+        check_overrides(overrides, known={p["Name"]: p.get("Type", "String") for p in definition.get("Parameters", [])})
         execution_id = args.execution_id or new_execution_id()
         run_dir = runs_dir / execution_id
         if (run_dir / "execution.json").exists():
@@ -274,7 +326,6 @@ def run_local(args: argparse.Namespace) -> int:
             value = str(overrides.get(name, ""))
             if value and "://" not in value:
                 overrides[name] = str(Path(value).expanduser().resolve())
-        definition = compile_definition(config, settings)
         overrides.update(base_model_overrides(definition, overrides, runs_dir))
         config_dir = run_dir / "inputs" / "config"
         overrides.setdefault("PipelineConfigS3Uri", str(config_dir))
@@ -322,7 +373,13 @@ def stand_in_note(parameters: dict[str, Any]) -> str | None:
 
 def _handlers(register_function_arn: str | None) -> dict[str, Any]:
     callbacks, lambdas, import_error = load_local_handlers(register_function_arn)
-    return dict(callback_handlers=callbacks, lambda_handlers=lambdas, handler_import_error=import_error)
+    return dict(callback_handlers=callbacks, lambda_handlers=lambdas, handler_import_error=import_error,
+                echo=_echo)
+
+
+def _echo(line: str) -> None:
+    """Print a running step's progress line on the console (standard error, beside the runner's log)."""
+    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 def _register_arn(definition: dict[str, Any]) -> str | None:

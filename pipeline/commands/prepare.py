@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.config import load_config
+from pipeline.config import load_config_or_default
 from steps.extract import sampling_for
 
 
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--characters", metavar="DIR",
                    help="folder with one sub-folder of reference images per character (DIR/<name>/)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must be empty unless --overwrite)")
-    p.add_argument("--config", metavar="YAML", help="pipeline.yaml (default: built-in defaults)")
+    p.add_argument("--config", metavar="YAML",
+                   help="pipeline.yaml (default: ./pipeline.yaml if present, else built-in defaults)")
     p.add_argument("--sampling", choices=["interval", "keyframes", "shots"], help="frame sampling mode")
     p.add_argument("--every", type=float, metavar="SECONDS", help="seconds between sampled frames")
     p.add_argument("--image-uri-prefix", metavar="S3_URI",
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the data preparation; print where the outputs are."""
     from steps.prepare import run_prepare
 
-    config = load_config(args.config)
+    config = load_config_or_default(args.config)
     config.sampling = sampling_for(config, args.sampling, args.every)
     summary = run_prepare(args.video, args.characters, args.out, config, overwrite=args.overwrite,
                           image_uri_prefix=args.image_uri_prefix, progress=not args.no_progress)

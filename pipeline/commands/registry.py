@@ -26,12 +26,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
+APPROVE_DESCRIPTION = """\
+Approve or reject a model package; an approval deploys it, a rejection removes its deployment.
+
+  storyboard approve MODEL_PACKAGE_ARN [--reject] --local [--runs runs] [--config pipeline.yaml]
+  storyboard approve MODEL_PACKAGE_ARN [--reject] [--description TEXT] [--config ...] [--region R] [--profile P]
+
+--local works on the local registry (<runs>/registry.json, or registry.local_registry_path) that
+'storyboard run --local' registers into, runs the approval handler's logic offline and prints the planned
+deployment: for a LoRA package the create_model / create_endpoint_config / create_endpoint or
+update_endpoint (a later approval) or delete requests (a rejection), validated against botocore's service
+model and appended to <runs>/deployments/deployment_requests.jsonl, with the state they imply in
+deployment_state.json. Nothing is deployed.
+
+Without --local the command calls update_model_package(ModelApprovalStatus=Approved|Rejected) and the
+EventBridge rule's approval Lambda does the rest (as an approval in SageMaker Studio does).
+
+Exit status: 0 done; 2 bad input (no such package, a refused request).
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``approve`` to ``subparsers``."""
     parser = subparsers.add_parser(
         "approve", help="approve (or --reject) a model package: deploys (or removes) its endpoint",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=APPROVE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_package_arn", metavar="MODEL_PACKAGE_ARN", help="the model package (version) ARN")
     parser.add_argument("--reject", action="store_true", help="reject instead of approve")
     parser.add_argument("--local", action="store_true", help="the local registry and a planned deployment (offline)")

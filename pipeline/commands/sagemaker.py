@@ -32,7 +32,7 @@ from typing import Any
 from steps.errors import InputError
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
-STACK_HELP = ("CloudFormation stack of `storyboard deploy` whose outputs name the role, bucket, images, queue and "
+STACK_HELP = ("CloudFormation stack of 'storyboard deploy' whose outputs name the role, bucket, images, queue and "
               "functions (default: sagemaker.stack_name; none: the configuration's own names)")
 EXIT_FAILED = 1
 
@@ -51,14 +51,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add compile, upsert, start, status, list and stop to ``subparsers``."""
     from pipeline.parameters import describe_parameters
 
-    p = subparsers.add_parser("compile", help="write the pipeline definition JSON (offline, deterministic)")
+    p = subparsers.add_parser(
+        "compile", help="write the pipeline definition JSON (offline, deterministic)",
+        description="Compile the SageMaker pipeline definition from the configuration and write it as JSON. "
+                    "Offline: no AWS call; the same configuration gives byte-identical output. Without a role, "
+                    "names use the placeholder account 000000000000.")
     _common(p, aws=False)
     p.add_argument("--out", default="-", help="output file (default: standard output)")
     p.add_argument("--role-arn", default=None, help="pipeline role ARN (default: $STORYBOARD_ROLE_ARN, config)")
     p.add_argument("--bucket", default=None, help="S3 bucket (default: $STORYBOARD_BUCKET, sagemaker.bucket)")
     p.set_defaults(func=cmd_compile)
 
-    p = subparsers.add_parser("upsert", help="create or update the SageMaker pipeline")
+    p = subparsers.add_parser(
+        "upsert", help="create or update the SageMaker pipeline",
+        description="Upload the containers' configuration to PipelineConfigS3Uri, then create or update the "
+                    "SageMaker pipeline. The role comes from --role-arn, then $STORYBOARD_ROLE_ARN, then "
+                    "sagemaker.role_arn. --region and --profile work as in the AWS CLI.")
     _common(p)
     p.add_argument("--role-arn", default=None, help="pipeline role ARN (default: $STORYBOARD_ROLE_ARN, config)")
     p.add_argument("--bucket", default=None, help="S3 bucket (default: $STORYBOARD_BUCKET, sagemaker.bucket)")
@@ -68,7 +76,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_upsert)
 
     p = subparsers.add_parser(
-        "start", help="start a pipeline execution", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "start", help="start a pipeline execution on SageMaker",
+        description="Start an execution of the deployed pipeline. Every --param is checked before the request: "
+                    "an unknown name is refused with the list of names and the closest match, and a value "
+                    "with its type and range (listed below).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="pipeline parameters (--param Name=Value):\n" + describe_parameters(width=96))
     _common(p)
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="parameter override")
@@ -81,17 +93,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stack-name", default=None, help=STACK_HELP)
     p.set_defaults(func=cmd_start)
 
-    p = subparsers.add_parser("status", help="show an execution's status and steps")
+    p = subparsers.add_parser("status", help="show an execution's status and steps",
+                              description="Show an execution's status and its steps (default: the pipeline's "
+                                          "latest execution).")
     _common(p)
     p.add_argument("execution_arn", nargs="?", default=None, help="execution ARN (default: the latest)")
     p.set_defaults(func=cmd_status)
 
-    p = subparsers.add_parser("list", help="list the pipeline's executions, newest first")
+    p = subparsers.add_parser("list", help="list the pipeline's executions, newest first",
+                              description="List the pipeline's executions, newest first.")
     _common(p)
     p.add_argument("--max", type=int, default=20, help="at most this many (1..100)")
     p.set_defaults(func=cmd_list)
 
-    p = subparsers.add_parser("stop", help="stop an execution")
+    p = subparsers.add_parser("stop", help="stop an execution",
+                              description="Stop an execution (default: the pipeline's latest executing one).")
     _common(p)
     p.add_argument("execution_arn", nargs="?", default=None, help="execution ARN (default: the latest executing)")
     p.set_defaults(func=cmd_stop)
@@ -333,7 +349,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     """Start an execution with ``--param`` overrides (checked against the deployed definition)."""
     from pipeline.expressions import to_text
     from pipeline.local_runner import resolve_parameters
-    from pipeline.parameters import SPECS_BY_NAME, coerce_value, parse_assignments
+    from pipeline.parameters import SPECS_BY_NAME, check_overrides, parse_assignments
 
     config, session, client = _clients(args)
     config = with_stack_outputs(args, config, session)
@@ -346,10 +362,10 @@ def cmd_start(args: argparse.Namespace) -> int:
                             overrides={SPECS_BY_NAME[k].source: v for k, v in overrides.items() if k in SPECS_BY_NAME})
     described = client.describe_pipeline(PipelineName=name)
     definition = json.loads(described.get("PipelineDefinition") or "{}")
-    resolve_parameters(definition, overrides)  # names, types and enum values of the deployed pipeline
-    for key, value in overrides.items():
-        if key in SPECS_BY_NAME:
-            coerce_value(SPECS_BY_NAME[key], value)  # ranges (stepCount 10..20,000, ...)
+    # Every --param before the request: the deployed pipeline's names (close-match suggestion), then each
+    # value's type, allowed values and range (stepCount 10..20,000, ...), then the definition's own types.
+    check_overrides(overrides, known={p["Name"]: p.get("Type", "String") for p in definition.get("Parameters", [])})
+    resolve_parameters(definition, overrides)
     request: dict[str, Any] = {
         "PipelineName": name,
         "ClientRequestToken": args.client_token or str(uuid.uuid4()),
