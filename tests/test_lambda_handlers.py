@@ -22,6 +22,7 @@ from containers.lambda_handlers.finetune_handlers import answer, on_job_state_ch
 from containers.lambda_handlers.review_handlers import on_human_loop_status, reconcile_reviews
 from containers.lambda_handlers.runtime import Runtime, load_lambda_config
 from pipeline.config import parse_config
+from steps.a2i_flow import await_flow_definition_active
 from steps.errors import InputError
 from steps.finetune import TAG_ANSWERED, TAG_CALLBACK_TOKEN, JobState, job_names, outcome_of
 from steps.review import execution_key, loop_name
@@ -377,6 +378,38 @@ def _flow_definition_created(stub: Stubber) -> None:
     stub.add_response("create_flow_definition", {"FlowDefinitionArn": FLOW_ARN}, {
         "FlowDefinitionName": "storyboard-review", "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/a2i",
         "OutputConfig": {"S3OutputPath": "s3://review-bucket/review/a2i"}, "HumanLoopConfig": ANY})
+    stub.add_response("describe_flow_definition", _flow_description("Active"),
+                      {"FlowDefinitionName": "storyboard-review"})
+
+
+def _flow_description(status: str, **extra: str) -> dict:
+    return {"FlowDefinitionArn": FLOW_ARN, "FlowDefinitionName": "storyboard-review", "FlowDefinitionStatus": status,
+            "CreationTime": "2026-01-01T00:00:00Z", "OutputConfig": {"S3OutputPath": "s3://review-bucket/review/a2i"},
+            "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/a2i", **extra}
+
+
+def test_loops_wait_for_the_flow_definition_to_be_active():
+    sm = _client("sagemaker")
+    waits: list[float] = []
+    clock = iter(range(0, 1000, 5))
+    with Stubber(sm) as stub:
+        for status in ("Initializing", "Initializing", "Active"):
+            stub.add_response("describe_flow_definition", _flow_description(status))
+        assert await_flow_definition_active(sm, "storyboard-review", 60, 5, waits.append,
+                                            lambda: float(next(clock)))["FlowDefinitionArn"] == FLOW_ARN
+        stub.assert_no_pending_responses()
+    assert waits == [5, 5]
+    with Stubber(sm) as stub:
+        stub.add_response("describe_flow_definition", _flow_description("Failed", FailureReason="role not found"))
+        with pytest.raises(InputError, match="Failed \\(role not found\\)"):
+            await_flow_definition_active(sm, "storyboard-review", 60, 5, waits.append)
+    clock = iter(range(0, 1000, 5))
+    with Stubber(sm) as stub:
+        for _ in range(2):
+            stub.add_response("describe_flow_definition", _flow_description("Initializing"))
+        with pytest.raises(InputError, match="still Initializing after 10 s"):
+            await_flow_definition_active(sm, "storyboard-review", 10, 5, lambda s: None, lambda: float(next(clock)))
+        stub.assert_no_pending_responses()
 
 
 def _flow_definition_exists(stub: Stubber) -> None:
