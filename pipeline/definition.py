@@ -9,12 +9,20 @@
 
 ``finetune.backend: bedrock``::
 
-    ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> Evaluate -> CheckModelTrained
-      Processing      Processing       Callback      Callback    Processing    DryRun == "false"?
-      N instances,    1 instance,                                 evaluation   yes: CheckQuality
-      ShardedByS3Key  global dedup                                .json          yes: RegisterModel (Lambda)
-                                                                                 no:  QualityGateFailed (Fail)
-                                                                               no:  ModelNotTrained (Fail)
+    ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> ProvisionEvaluationModel -> Evaluate
+      Processing      Processing       Callback      Callback    Callback: no-commitment     Processing
+      N instances,    1 instance,                                Provisioned Throughput      evaluation.json
+      ShardedByS3Key  global dedup                               for this run's model
+    Evaluate -> ReleaseEvaluationModel (Callback: delete the throughput)
+    Evaluate -> CheckModelTrained: DryRun == "false"?
+                  yes: CheckQuality  yes: RegisterModel (Lambda)
+                                     no:  QualityGateFailed (Fail)
+                  no:  ModelNotTrained (Fail)
+
+  The throughput is named after the execution, checked to serve this run's CustomModelArn, deleted by
+  ReleaseEvaluationModel after Evaluate and, when the execution fails or is stopped, by the Lambda of the
+  execution-status EventBridge rule (``containers.lambda_handlers.evaluation_throughput``; why not a step on a
+  failure branch is said there). Both callbacks use the FineTune queue and its consumer.
 
 Decisions (also in the README):
 
@@ -85,6 +93,10 @@ IMPROVEMENT_PATH = "metrics.character_similarity.improvement"
 # Callback tasks and output parameters (the SQS consumer and the local handlers dispatch on "Task").
 REVIEW_OUTPUTS = ("ReviewedManifestUri", "ApprovedCount", "EditedCount", "RejectedCount")
 FINETUNE_OUTPUTS = ("JobArn", "CustomModelArn", "DryRun")
+PROVISION_EVAL = "ProvisionEvaluationModel"  # the Task names the consumer dispatches on, and the step names
+RELEASE_EVAL = "ReleaseEvaluationModel"
+PROVISION_OUTPUTS = ("ProvisionedModelArn", "ProvisionedModelName")
+RELEASE_OUTPUTS = ("Released",)
 
 # The LoRA training job (finetune.backend: sagemaker).
 TRAINING_ENTRYPOINT = ["python3", "-m", "containers.training.train_lora"]
@@ -361,7 +373,43 @@ def _finetune_step(ctx: _Context, review: Any) -> Any:
     )
 
 
-def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> tuple[Any, Any]:
+def _evaluation_throughput_steps(ctx: _Context, finetune: Any) -> Any:
+    """``ProvisionEvaluationModel`` (bedrock backend): a Provisioned Throughput for this run's custom model."""
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.mlops.workflow.callback_step import CallbackOutput, CallbackStep
+
+    return CallbackStep(
+        name=PROVISION_EVAL, sqs_queue_url=ctx.settings.finetune_queue_url,
+        inputs={"Task": PROVISION_EVAL, "CustomModelArn": finetune.properties.Outputs["CustomModelArn"],
+                "DryRun": finetune.properties.Outputs["DryRun"], "EvaluationImagesUri": ctx.params[P.EVALUATION_IMAGES],
+                "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN},
+        outputs=[CallbackOutput(output_name=name) for name in PROVISION_OUTPUTS],
+        display_name="Provision the model for evaluation",
+        description="Create a no-commitment Provisioned Throughput (1 model unit) named after this execution for "
+                    "this run's custom model, check it serves that model, and complete once it is InService (20 to "
+                    "30 minutes). Nothing is created for a dry run or when EvaluationImagesUri is given.",
+    )
+
+
+def _release_step(ctx: _Context, provision: Any, evaluate: Any) -> Any:
+    """``ReleaseEvaluationModel`` (bedrock backend): delete the evaluation throughput once Evaluate is done."""
+    from sagemaker.core.workflow.execution_variables import ExecutionVariables
+    from sagemaker.mlops.workflow.callback_step import CallbackOutput, CallbackStep
+
+    return CallbackStep(
+        name=RELEASE_EVAL, sqs_queue_url=ctx.settings.finetune_queue_url,
+        inputs={"Task": RELEASE_EVAL, "ProvisionedModelArn": provision.properties.Outputs["ProvisionedModelArn"],
+                "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN},
+        outputs=[CallbackOutput(output_name=name) for name in RELEASE_OUTPUTS],
+        depends_on=[evaluate],
+        display_name="Release the evaluation model",
+        description="Delete this execution's evaluation Provisioned Throughput (billed hourly) after Evaluate. If "
+                    "the execution fails or is stopped, the execution-status rule deletes it instead.",
+    )
+
+
+def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any,
+                   provision: Any = None) -> tuple[Any, Any]:
     from sagemaker.core.workflow.functions import Join
     from sagemaker.core.workflow.properties import PropertyFile
     from sagemaker.mlops.workflow.steps import ProcessingStep
@@ -398,6 +446,9 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
                      "--custom-model-arn", finetune.properties.Outputs["CustomModelArn"],
                      "--dry-run", finetune.properties.Outputs["DryRun"],
                      "--base-model-id", p[P.BASE_MODEL], *common]
+        if provision is not None:
+            arguments.append(Join(on="", values=["--provisioned-model-arn=",
+                                                 provision.properties.Outputs["ProvisionedModelArn"]]))
         processor = _processor(ctx, EVALUATE, 1)
         description = ("Generate storyboard images from the fixed prompt set with the base and the fine-tuned "
                        "model (or read them from EvaluationImagesUri), embed them, score similarity to the "
@@ -564,13 +615,18 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
     caption = _caption_step(ctx, extract)
     review = _review_step(ctx, caption)
     finetune = _finetune_training_step(ctx, caption, review) if _lora(ctx) else _finetune_step(ctx, review)
-    evaluate, report = _evaluate_step(ctx, caption, review, finetune)
+    provision = None if _lora(ctx) else _evaluation_throughput_steps(ctx, finetune)
+    evaluate, report = _evaluate_step(ctx, caption, review, finetune, provision)
     register = _register_step(ctx, review, finetune, evaluate, report)
     gate = _gate_steps(ctx, finetune, evaluate, report, register)
+    steps = [extract, caption, review, finetune, evaluate, gate]
+    if provision is not None:
+        steps = [extract, caption, review, finetune, provision, evaluate, _release_step(ctx, provision, evaluate),
+                 gate]
     return Pipeline(
         name=settings.pipeline_name,
         parameters=list(params.values()),
-        steps=[extract, caption, review, finetune, evaluate, gate],
+        steps=steps,
         sagemaker_session=session,
         pipeline_experiment_config=None,
     )

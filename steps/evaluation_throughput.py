@@ -36,7 +36,7 @@ TAG_EXECUTION = "storyboard:pipeline-execution"
 TAG_CALLBACK_TOKEN = "storyboard:callback-token"
 TAG_ANSWERED = "storyboard:callback-answered"
 TAG_CUSTOM_MODEL = "storyboard:custom-model"
-NOT_FOUND = ("ResourceNotFoundException", "ValidationException")
+NOT_FOUND = ("ResourceNotFoundException",)
 
 
 def execution_id(execution_arn: str) -> str:

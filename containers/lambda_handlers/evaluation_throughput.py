@@ -37,6 +37,7 @@ from steps.evaluation_throughput import (
     ThroughputState,
     evaluation_throughput_name,
 )
+from steps.retry_policy import describe_error, is_retryable
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,8 @@ def on_execution_status(event: Mapping[str, Any], runtime: Runtime) -> str:
     """Handle one execution-status event: delete the ended execution's throughput; returns what happened.
 
     Raises:
-        ClientError: Bedrock refused the delete with a retryable error (the asynchronous invocation retries).
+        ClientError: Bedrock refused the delete with a retryable error (the asynchronous invocation retries);
+            any other refusal is left to the reconciler, which lists the throughputs of ended executions.
     """
     detail = event.get("detail") or {}
     execution = str(detail.get("pipelineExecutionArn") or "")
@@ -129,9 +131,9 @@ def on_execution_status(event: Mapping[str, Any], runtime: Runtime) -> str:
     try:
         released = release_for_execution(execution, runtime)
     except ClientError as err:  # e.g. still Creating: the reconciler deletes it later
-        if err.response["Error"].get("Code") != "ValidationException":
+        if is_retryable(err):
             raise
-        return f"left for the reconciler: {err.response['Error'].get('Message')}"
+        return f"left for the reconciler: {describe_error(err)}"
     return f"released {released}" if released else "nothing to release"
 
 
