@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from containers.lambda_handlers.approval import retry_unhandled
 from containers.lambda_handlers.evaluation_throughput import reconcile_evaluation_throughputs
 from containers.lambda_handlers.finetune_handlers import reconcile_jobs
 from containers.lambda_handlers.review_handlers import reconcile_reviews
@@ -22,6 +23,7 @@ def handler(event: Mapping[str, Any], context: Any = None, runtime: Runtime | No
     """Lambda entry point (EventBridge schedule): ``{"jobs": [...], "reviews": [...]}``."""
     runtime = runtime or default_runtime()
     result = {"jobs": reconcile_jobs(runtime), "reviews": reconcile_reviews(runtime),
-              "evaluationThroughputs": reconcile_evaluation_throughputs(runtime)}
+              "evaluationThroughputs": reconcile_evaluation_throughputs(runtime),
+              "approvals": retry_unhandled(runtime)}
     log.info("reconciled: %s", result)
     return result
