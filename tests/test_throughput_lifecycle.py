@@ -239,3 +239,29 @@ def test_the_bedrock_definition_provisions_before_evaluate_and_releases_after(aw
     assert provision.spec["SqsQueueUrl"] == release.spec["SqsQueueUrl"] == steps[D.FINETUNE].spec["SqsQueueUrl"]
     lora = flatten_steps(compile_definition(parse_config(yaml.safe_load((REPO / "pipeline.yaml").read_text()))))
     assert D.PROVISION_EVAL not in lora and D.RELEASE_EVAL not in lora
+
+
+def test_evaluate_generates_with_this_runs_throughput(tmp_path, monkeypatch):
+    from containers.processing import evaluate
+
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    (tmp_path / "input" / "config" / "pipeline.yaml").write_text(
+        "finetune: {backend: bedrock}\nevaluation: {custom_model_id: arn:configured}\n", encoding="utf-8")
+    (tmp_path / "input" / "references").mkdir()
+    (tmp_path / "input" / "dataset").mkdir()
+    seen: list[str | None] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_generate(config, references, work, custom_model_arn):
+        seen.append(config.evaluation.custom_model_id)
+        raise Stop
+
+    monkeypatch.setattr(evaluate, "generate_images", fake_generate)
+    base = ["--processing-root", str(tmp_path), "--custom-model-arn", MODEL, "--dry-run", "false"]
+    for extra in (["--provisioned-model-arn=" + PT_ARN], ["--provisioned-model-arn="]):
+        with pytest.raises(Stop):
+            evaluate.main([*base, *extra])
+    # this run's throughput when the pipeline provisioned one; else evaluation.custom_model_id
+    assert seen == [PT_ARN, "arn:configured"]

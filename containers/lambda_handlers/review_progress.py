@@ -85,7 +85,8 @@ def record(store: ObjectStore, folder: str, status: LoopStatus, progress: Progre
         return False, progress.done, progress.total  # a duplicate event: the loop is counted already
     current: Progress | None = progress
     for _ in range(SWAP_ATTEMPTS):
-        assert current is not None  # the counter is never deleted
+        if current is None:
+            raise ProgressContention(f"review counter {progress_uri(folder)} disappeared")
         if store.replace_if_unchanged(progress_uri(folder), current.to_bytes(current.done + 1), current.version):
             return True, current.done + 1, current.total
         current = read(store, folder)
