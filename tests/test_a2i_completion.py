@@ -112,3 +112,27 @@ def test_completion_cost_is_linear_at_5000_loops(aws_env):
     print(f"\n5,000 loops: {sum(large['per_event'])} requests for {len(large['per_event'])} events "
           f"(max {max(large['per_event'])} per event), completion {sum(large['completion'].values())} "
           f"({dict(large['completion'])}); {per_loop_large:.2f} requests per loop, {large['seconds']:.0f} s")
+
+
+def test_concurrent_events_are_each_counted_once(aws_env):
+    from containers.lambda_handlers import review_progress
+    from containers.lambda_handlers.storage import S3Store
+    from steps.review import LoopStatus
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="bucket")
+        store, folder = S3Store(s3), "s3://bucket/review/reviews/k"
+        review_progress.initialise(store, folder, 3, FLOW_ARN)
+        review_progress.initialise(store, folder, 99, FLOW_ARN)  # a repeated start changes nothing
+        stale = review_progress.read(store, folder)  # two events read the counter at the same time ...
+        assert review_progress.record(store, folder, LoopStatus("a", "Completed", "s3://x"), stale) == (True, 1, 3)
+        # ... the second one's If-Match fails, it reads again and counts 2, not 1
+        assert review_progress.record(store, folder, LoopStatus("b", "Completed", "s3://y"), stale) == (True, 2, 3)
+        again = review_progress.read(store, folder)
+        assert review_progress.record(store, folder, LoopStatus("a", "Completed", "s3://x"), again) == (False, 2, 3)
+        # a crash after the marker and before the counter: the reconciler's listing sets the count right
+        store.create_if_absent(review_progress.marker_uri(folder, "c"),
+                               review_progress.marker_bytes(LoopStatus("c", "Failed", None)))
+        review_progress.recount(store, folder, 3)
+        assert (review_progress.read(store, folder).done, review_progress.read(store, folder).total) == (3, 3)
