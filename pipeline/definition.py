@@ -55,6 +55,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline import parameters as P
+from pipeline.evaluation_throughput_steps import (  # noqa: F401  (step names re-exported beside the others)
+    PROVISION_EVAL,
+    RELEASE_EVAL,
+    provision_step,
+    release_step,
+)
 from pipeline.sagemaker_config import SageMakerSettings, resolve_settings
 
 if TYPE_CHECKING:
@@ -93,10 +99,6 @@ IMPROVEMENT_PATH = "metrics.character_similarity.improvement"
 # Callback tasks and output parameters (the SQS consumer and the local handlers dispatch on "Task").
 REVIEW_OUTPUTS = ("ReviewedManifestUri", "ApprovedCount", "EditedCount", "RejectedCount")
 FINETUNE_OUTPUTS = ("JobArn", "CustomModelArn", "DryRun")
-PROVISION_EVAL = "ProvisionEvaluationModel"  # the Task names the consumer dispatches on, and the step names
-RELEASE_EVAL = "ReleaseEvaluationModel"
-PROVISION_OUTPUTS = ("ProvisionedModelArn", "ProvisionedModelName")
-RELEASE_OUTPUTS = ("Released",)
 
 # The LoRA training job (finetune.backend: sagemaker).
 TRAINING_ENTRYPOINT = ["python3", "-m", "containers.training.train_lora"]
@@ -373,41 +375,6 @@ def _finetune_step(ctx: _Context, review: Any) -> Any:
     )
 
 
-def _evaluation_throughput_steps(ctx: _Context, finetune: Any) -> Any:
-    """``ProvisionEvaluationModel`` (bedrock backend): a Provisioned Throughput for this run's custom model."""
-    from sagemaker.core.workflow.execution_variables import ExecutionVariables
-    from sagemaker.mlops.workflow.callback_step import CallbackOutput, CallbackStep
-
-    return CallbackStep(
-        name=PROVISION_EVAL, sqs_queue_url=ctx.settings.finetune_queue_url,
-        inputs={"Task": PROVISION_EVAL, "CustomModelArn": finetune.properties.Outputs["CustomModelArn"],
-                "DryRun": finetune.properties.Outputs["DryRun"], "EvaluationImagesUri": ctx.params[P.EVALUATION_IMAGES],
-                "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN},
-        outputs=[CallbackOutput(output_name=name) for name in PROVISION_OUTPUTS],
-        display_name="Provision the model for evaluation",
-        description="Create a no-commitment Provisioned Throughput (1 model unit) named after this execution for "
-                    "this run's custom model, check it serves that model, and complete once it is InService (20 to "
-                    "30 minutes). Nothing is created for a dry run or when EvaluationImagesUri is given.",
-    )
-
-
-def _release_step(ctx: _Context, provision: Any, evaluate: Any) -> Any:
-    """``ReleaseEvaluationModel`` (bedrock backend): delete the evaluation throughput once Evaluate is done."""
-    from sagemaker.core.workflow.execution_variables import ExecutionVariables
-    from sagemaker.mlops.workflow.callback_step import CallbackOutput, CallbackStep
-
-    return CallbackStep(
-        name=RELEASE_EVAL, sqs_queue_url=ctx.settings.finetune_queue_url,
-        inputs={"Task": RELEASE_EVAL, "ProvisionedModelArn": provision.properties.Outputs["ProvisionedModelArn"],
-                "PipelineExecutionArn": ExecutionVariables.PIPELINE_EXECUTION_ARN},
-        outputs=[CallbackOutput(output_name=name) for name in RELEASE_OUTPUTS],
-        depends_on=[evaluate],
-        display_name="Release the evaluation model",
-        description="Delete this execution's evaluation Provisioned Throughput (billed hourly) after Evaluate. If "
-                    "the execution fails or is stopped, the execution-status rule deletes it instead.",
-    )
-
-
 def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any,
                    provision: Any = None) -> tuple[Any, Any]:
     from sagemaker.core.workflow.functions import Join
@@ -615,14 +582,15 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
     caption = _caption_step(ctx, extract)
     review = _review_step(ctx, caption)
     finetune = _finetune_training_step(ctx, caption, review) if _lora(ctx) else _finetune_step(ctx, review)
-    provision = None if _lora(ctx) else _evaluation_throughput_steps(ctx, finetune)
+    provision = None if _lora(ctx) else provision_step(settings.finetune_queue_url, finetune,
+                                                       params[P.EVALUATION_IMAGES])
     evaluate, report = _evaluate_step(ctx, caption, review, finetune, provision)
     register = _register_step(ctx, review, finetune, evaluate, report)
     gate = _gate_steps(ctx, finetune, evaluate, report, register)
     steps = [extract, caption, review, finetune, evaluate, gate]
     if provision is not None:
-        steps = [extract, caption, review, finetune, provision, evaluate, _release_step(ctx, provision, evaluate),
-                 gate]
+        release = release_step(settings.finetune_queue_url, provision, evaluate)
+        steps = [extract, caption, review, finetune, provision, evaluate, release, gate]
     return Pipeline(
         name=settings.pipeline_name,
         parameters=list(params.values()),
