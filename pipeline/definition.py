@@ -9,12 +9,20 @@
 
 ``finetune.backend: bedrock``::
 
-    ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> Evaluate -> CheckModelTrained
-      Processing      Processing       Callback      Callback    Processing    DryRun == "false"?
-      N instances,    1 instance,                                 evaluation   yes: CheckQuality
-      ShardedByS3Key  global dedup                                .json          yes: RegisterModel (Lambda)
-                                                                                 no:  QualityGateFailed (Fail)
-                                                                               no:  ModelNotTrained (Fail)
+    ExtractFrames -> CaptionImages -> HumanReview -> FineTune -> ProvisionEvaluationModel -> Evaluate
+      Processing      Processing       Callback      Callback    Callback: no-commitment     Processing
+      N instances,    1 instance,                                Provisioned Throughput      evaluation.json
+      ShardedByS3Key  global dedup                               for this run's model
+    Evaluate -> ReleaseEvaluationModel (Callback: delete the throughput)
+    Evaluate -> CheckModelTrained: DryRun == "false"?
+                  yes: CheckQuality  yes: RegisterModel (Lambda)
+                                     no:  QualityGateFailed (Fail)
+                  no:  ModelNotTrained (Fail)
+
+  The throughput is named after the execution, checked to serve this run's CustomModelArn, deleted by
+  ReleaseEvaluationModel after Evaluate and, when the execution fails or is stopped, by the Lambda of the
+  execution-status EventBridge rule (``containers.lambda_handlers.evaluation_throughput``; why not a step on a
+  failure branch is said there). Both callbacks use the FineTune queue and its consumer.
 
 Decisions (also in the README):
 
@@ -47,6 +55,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipeline import parameters as P
+from pipeline.evaluation_throughput_steps import (  # noqa: F401  (step names re-exported beside the others)
+    PROVISION_EVAL,
+    RELEASE_EVAL,
+    provision_step,
+    release_step,
+)
 from pipeline.sagemaker_config import SageMakerSettings, resolve_settings
 
 if TYPE_CHECKING:
@@ -361,7 +375,8 @@ def _finetune_step(ctx: _Context, review: Any) -> Any:
     )
 
 
-def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> tuple[Any, Any]:
+def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any,
+                   provision: Any = None) -> tuple[Any, Any]:
     from sagemaker.core.workflow.functions import Join
     from sagemaker.core.workflow.properties import PropertyFile
     from sagemaker.mlops.workflow.steps import ProcessingStep
@@ -398,6 +413,9 @@ def _evaluate_step(ctx: _Context, caption: Any, review: Any, finetune: Any) -> t
                      "--custom-model-arn", finetune.properties.Outputs["CustomModelArn"],
                      "--dry-run", finetune.properties.Outputs["DryRun"],
                      "--base-model-id", p[P.BASE_MODEL], *common]
+        if provision is not None:
+            arguments.append(Join(on="", values=["--provisioned-model-arn=",
+                                                 provision.properties.Outputs["ProvisionedModelArn"]]))
         processor = _processor(ctx, EVALUATE, 1)
         description = ("Generate storyboard images from the fixed prompt set with the base and the fine-tuned "
                        "model (or read them from EvaluationImagesUri), embed them, score similarity to the "
@@ -564,13 +582,19 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
     caption = _caption_step(ctx, extract)
     review = _review_step(ctx, caption)
     finetune = _finetune_training_step(ctx, caption, review) if _lora(ctx) else _finetune_step(ctx, review)
-    evaluate, report = _evaluate_step(ctx, caption, review, finetune)
+    provision = None if _lora(ctx) else provision_step(settings.finetune_queue_url, finetune,
+                                                       params[P.EVALUATION_IMAGES])
+    evaluate, report = _evaluate_step(ctx, caption, review, finetune, provision)
     register = _register_step(ctx, review, finetune, evaluate, report)
     gate = _gate_steps(ctx, finetune, evaluate, report, register)
+    steps = [extract, caption, review, finetune, evaluate, gate]
+    if provision is not None:
+        release = release_step(settings.finetune_queue_url, provision, evaluate)
+        steps = [extract, caption, review, finetune, provision, evaluate, release, gate]
     return Pipeline(
         name=settings.pipeline_name,
         parameters=list(params.values()),
-        steps=[extract, caption, review, finetune, evaluate, gate],
+        steps=steps,
         sagemaker_session=session,
         pipeline_experiment_config=None,
     )

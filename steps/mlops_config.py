@@ -243,9 +243,12 @@ class ProvisionedThroughputConfig(StrictModel):
         "none", description="none: no commitment, billed hourly; else commitmentDuration.")
     name: str | None = Field(
         None, pattern=r"^([0-9a-zA-Z][_-]?){1,63}$", max_length=63,
-        description="One fixed throughput re-pointed to each newly approved model (same base model); default: "
-                    "one throughput per model package, named after the group and version.")
-    delete_on_reject: bool = Field(True, description="Delete the package's own throughput when it is rejected.")
+        description="The group's one throughput, re-pointed to each newly approved model (same base model); "
+                    "default: named after the model package group.")
+    delete_on_reject: bool = Field(True, description="Delete the throughput when the model it serves is rejected.")
+    delete_model_on_reject: bool = Field(
+        True, description="Delete a rejected package's Bedrock custom model (delete_custom_model) once no "
+                          "throughput serves it.")
 
 
 class EndpointConfig(StrictModel):

@@ -116,9 +116,12 @@ class SageMakerModelRegistry:
         return self.sm.describe_model_package(ModelPackageName=arn)
 
     def update_metadata(self, arn: str, properties: Mapping[str, str]) -> None:
-        """``update_model_package`` with the merged properties (at most 50)."""
-        current = dict(self.describe_package(arn).get("CustomerMetadataProperties") or {})
-        current.update(properties)
+        """``update_model_package`` with the merged properties (at most 50); nothing is sent when they are already
+        there, since every update raises another ``Model Package State Change`` event."""
+        before = dict(self.describe_package(arn).get("CustomerMetadataProperties") or {})
+        current = {**before, **properties}
+        if current == before:
+            return
         if len(current) > METADATA_MAX_ENTRIES:
             raise InputError(f"model package {arn} would have {len(current)} metadata entries (at most 50)")
         self.sm.update_model_package(ModelPackageArn=arn, CustomerMetadataProperties=current)

@@ -57,6 +57,7 @@ from steps.provisioned_throughput import (  # noqa: F401  (re-exported: the Bedr
     BedrockProvisionedThroughputs,
     PlannedProvisionedThroughputs,
     ProvisionedThroughputs,
+    ThroughputBusyError,
     on_package_status_change,
     throughput_name,
     throughput_request,

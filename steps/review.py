@@ -575,13 +575,16 @@ def flow_definition_request(name: str, review: ReviewConfig, human_task_ui_arn: 
     }
 
 
-def ensure_flow_definition(sagemaker: Any, request: Mapping[str, Any]) -> str:
-    """The flow definition's ARN, creating it from ``request`` when none of that name exists.
+def ensure_flow_definition(sagemaker: Any, request: Mapping[str, Any], timeout_s: float | None = None) -> str:
+    """The flow definition's ARN, creating it from ``request`` when none of that name exists, once it is Active
+    (:func:`steps.a2i_flow.await_flow_definition_active`; loops must not start before).
 
     Raises:
-        InputError: the existing flow definition has status Failed (its FailureReason is quoted).
+        InputError: the flow definition is Failed (its FailureReason is quoted), Deleting, or not Active in time.
     """
     from botocore.exceptions import ClientError
+
+    from steps.a2i_flow import ACTIVE_TIMEOUT_S, await_flow_definition_active
 
     name = request["FlowDefinitionName"]
     try:
@@ -590,14 +593,14 @@ def ensure_flow_definition(sagemaker: Any, request: Mapping[str, Any]) -> str:
         if err.response["Error"].get("Code") not in ("ResourceNotFound", "ValidationException"):
             raise
         try:
-            return sagemaker.create_flow_definition(**request)["FlowDefinitionArn"]
+            found = {"FlowDefinitionArn": sagemaker.create_flow_definition(**request)["FlowDefinitionArn"],
+                     "FlowDefinitionStatus": "Initializing"}
         except ClientError as err2:
             if err2.response["Error"].get("Code") != "ResourceInUse":
                 raise
             found = sagemaker.describe_flow_definition(FlowDefinitionName=name)
-    if found.get("FlowDefinitionStatus") == "Failed":
-        raise InputError(f"flow definition {name} is Failed ({found.get('FailureReason')}); delete it or set "
-                         f"review.flow_definition_name to a new name")
+    if found.get("FlowDefinitionStatus") != "Active":
+        found = await_flow_definition_active(sagemaker, name, ACTIVE_TIMEOUT_S if timeout_s is None else timeout_s)
     return found["FlowDefinitionArn"]
 
 

@@ -92,7 +92,9 @@ def test_the_seven_steps_and_the_gates(steps):
     assert kinds == {
         D.EXTRACT: "Processing", D.CAPTION: "Processing", D.REVIEW: "Callback", D.FINETUNE: "Callback",
         D.EVALUATE: "Processing", D.CHECK_TRAINED: "Condition", D.CHECK_QUALITY: "Condition",
-        D.REGISTER: "Lambda", D.FAIL_NOT_TRAINED: "Fail", D.FAIL_QUALITY: "Fail"}
+        D.REGISTER: "Lambda", D.FAIL_NOT_TRAINED: "Fail", D.FAIL_QUALITY: "Fail",
+        # the evaluation throughput of this run's custom model (tests/test_throughput_lifecycle.py)
+        D.PROVISION_EVAL: "Callback", D.RELEASE_EVAL: "Callback"}
     # RegisterModel is reachable only through both gates: a trained model, then the quality figures.
     assert (steps[D.REGISTER].parent, steps[D.REGISTER].branch) == (D.CHECK_QUALITY, True)
     assert (steps[D.CHECK_QUALITY].parent, steps[D.CHECK_QUALITY].branch) == (D.CHECK_TRAINED, True)

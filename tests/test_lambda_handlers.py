@@ -22,8 +22,11 @@ from containers.lambda_handlers.finetune_handlers import answer, on_job_state_ch
 from containers.lambda_handlers.review_handlers import on_human_loop_status, reconcile_reviews
 from containers.lambda_handlers.runtime import Runtime, load_lambda_config
 from pipeline.config import parse_config
+from steps import approval_state
+from steps.a2i_flow import await_flow_definition_active
 from steps.errors import InputError
 from steps.finetune import TAG_ANSWERED, TAG_CALLBACK_TOKEN, JobState, job_names, outcome_of
+from steps.provisioned_throughput import ThroughputBusyError
 from steps.review import execution_key, loop_name
 
 ACCOUNT = "123456789012"
@@ -377,6 +380,38 @@ def _flow_definition_created(stub: Stubber) -> None:
     stub.add_response("create_flow_definition", {"FlowDefinitionArn": FLOW_ARN}, {
         "FlowDefinitionName": "storyboard-review", "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/a2i",
         "OutputConfig": {"S3OutputPath": "s3://review-bucket/review/a2i"}, "HumanLoopConfig": ANY})
+    stub.add_response("describe_flow_definition", _flow_description("Active"),
+                      {"FlowDefinitionName": "storyboard-review"})
+
+
+def _flow_description(status: str, **extra: str) -> dict:
+    return {"FlowDefinitionArn": FLOW_ARN, "FlowDefinitionName": "storyboard-review", "FlowDefinitionStatus": status,
+            "CreationTime": "2026-01-01T00:00:00Z", "OutputConfig": {"S3OutputPath": "s3://review-bucket/review/a2i"},
+            "RoleArn": f"arn:aws:iam::{ACCOUNT}:role/a2i", **extra}
+
+
+def test_loops_wait_for_the_flow_definition_to_be_active():
+    sm = _client("sagemaker")
+    waits: list[float] = []
+    clock = iter(range(0, 1000, 5))
+    with Stubber(sm) as stub:
+        for status in ("Initializing", "Initializing", "Active"):
+            stub.add_response("describe_flow_definition", _flow_description(status))
+        assert await_flow_definition_active(sm, "storyboard-review", 60, 5, waits.append,
+                                            lambda: float(next(clock)))["FlowDefinitionArn"] == FLOW_ARN
+        stub.assert_no_pending_responses()
+    assert waits == [5, 5]
+    with Stubber(sm) as stub:
+        stub.add_response("describe_flow_definition", _flow_description("Failed", FailureReason="role not found"))
+        with pytest.raises(InputError, match="Failed \\(role not found\\)"):
+            await_flow_definition_active(sm, "storyboard-review", 60, 5, waits.append)
+    clock = iter(range(0, 1000, 5))
+    with Stubber(sm) as stub:
+        for _ in range(2):
+            stub.add_response("describe_flow_definition", _flow_description("Initializing"))
+        with pytest.raises(InputError, match="still Initializing after 10 s"):
+            await_flow_definition_active(sm, "storyboard-review", 10, 5, lambda s: None, lambda: float(next(clock)))
+        stub.assert_no_pending_responses()
 
 
 def _flow_definition_exists(stub: Stubber) -> None:
@@ -543,8 +578,10 @@ def test_approval_handler_creates_a_throughput_for_an_approved_package(aws):
     with Stubber(bedrock) as stub:
         stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []})
         stub.add_response("create_provisioned_model_throughput", {"provisionedModelArn": pt_arn},
-                          {"modelUnits": 1, "provisionedModelName": "storyboard-characters-v1", "modelId": model,
+                          {"modelUnits": 1, "provisionedModelName": "storyboard-characters", "modelId": model,
                            "clientRequestToken": ANY})
+        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []},
+                          {"nameContains": "storyboard-characters-v", "maxResults": 100})
         state_change = {"source": "aws.sagemaker", "detail-type": "SageMaker Model Package State Change",
                         "detail": {"ModelPackageArn": arn, "ModelPackageGroupName": "storyboard-characters",
                                    "ModelApprovalStatus": "Approved"}}
@@ -674,7 +711,8 @@ def test_approval_handler_deploys_then_removes_a_lora_package(aws):
     assert metadata["EndpointName"] == "storyboard-characters-endpoint" and metadata["DeploymentStatus"] == "Deployed"
     assert metadata["SageMakerModelName"] == metadata["EndpointConfigName"] == "storyboard-characters-v1"
     _set_status(sm, arn, "Approved")  # (moto also clears the status on a metadata-only update; SageMaker keeps it)
-    assert approval.handle(_state_change(arn), runtime)["action"] == "exists"  # a repeated event
+    repeated = approval.handle(_state_change(arn), runtime)  # a repeated event, or the handler's own update
+    assert repeated["action"] == "none" and repeated["reason"].startswith("already handled (Approved)")
     assert len(sm.list_models()["Models"]) == 1
 
     _set_status(sm, arn, "Rejected")
@@ -703,3 +741,56 @@ def test_endpoint_state_change_cleans_up_what_was_replaced(aws):
     assert sorted(m["ModelName"] for m in sm.list_models()["Models"]) == ["storyboard-characters-v2",
                                                                           "storyboard-characters-v2-mine"]
     assert approval.handle(event, runtime)["action"] == "none"
+
+
+def _throughput(model: str, status: str) -> dict:
+    return {"provisionedModelSummaries": [{
+        "provisionedModelName": "storyboard-characters", "modelArn": model, "desiredModelArn": model,
+        "provisionedModelArn": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:provisioned-model/abcdefabcdef",
+        "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-canvas-v1:0",
+        "modelUnits": 1, "desiredModelUnits": 1, "status": status, "creationTime": "2026-01-01T00:00:00Z",
+        "lastModifiedTime": "2026-01-01T00:00:00Z"}]}
+
+
+def test_a_failed_approval_is_recorded_not_retriggered_and_retried_by_the_reconciler(aws):
+    sm, bedrock = _client("sagemaker"), _client("bedrock")
+    runtime = Runtime(parse_config({}), {"sagemaker": sm, "bedrock": bedrock})
+    previous = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-canvas-v1:0/aaaaaaaaaaaa"
+    model = f"arn:aws:bedrock:us-east-1:{ACCOUNT}:custom-model/amazon.nova-canvas-v1:0/bbbbbbbbbbbb"
+    event = {"ModelPackageGroupName": "storyboard-characters", "EvaluationUri": "s3://data-bucket/e.json",
+             "CustomModelArn": model, "JobArn": "arn:job", "DryRun": "false", "PipelineExecutionArn": EXECUTION}
+    arn = register_model.handle(event, runtime)["ModelPackageArn"]
+    _set_status(sm, arn, "Approved")
+    with Stubber(bedrock) as stub:
+        # the group's throughput is still Updating: it cannot be re-pointed now; each failure is recorded on the
+        # package, and that update raises another event, at most EVENT_ATTEMPTS_MAX times
+        for attempt in range(1, approval_state.EVENT_ATTEMPTS_MAX + 1):
+            stub.add_response("list_provisioned_model_throughputs", _throughput(previous, "Updating"))
+            with pytest.raises(ThroughputBusyError):
+                approval.handle(_state_change(arn), runtime)
+            _set_status(sm, arn, "Approved")  # (moto clears the status on a metadata update; SageMaker keeps it)
+            metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+            assert metadata["DeploymentAttempts"] == str(attempt)
+            assert metadata["DeploymentError"].startswith("Approved: ThroughputBusyError: throughput "
+                                                          "storyboard-characters is Updating")
+        skipped = approval.handle(_state_change(arn), runtime)  # its own update: no Bedrock call, no new record
+        stub.assert_no_pending_responses()
+    assert skipped["action"] == "none" and "the reconciler retries it" in skipped["reason"]
+    # an hour later the throughput is InService: the reconciler re-points it
+    with Stubber(bedrock) as stub:
+        stub.add_response("list_provisioned_model_throughputs", _throughput(previous, "InService"))
+        stub.add_response("update_provisioned_model_throughput", {}, {
+            "provisionedModelId": f"arn:aws:bedrock:us-east-1:{ACCOUNT}:provisioned-model/abcdefabcdef",
+            "desiredModelId": model})
+        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []})
+        report = approval.retry_unhandled(runtime)
+        stub.assert_no_pending_responses()
+    assert report == [{"package": arn, "outcome": f"repointed: throughput storyboard-characters re-pointed from "
+                                                   f"{previous} to {model}; the previous model is no longer served"}]
+    _set_status(sm, arn, "Approved")
+    metadata = sm.describe_model_package(ModelPackageName=arn)["CustomerMetadataProperties"]
+    assert metadata["ApprovalHandled"] == "Approved" and metadata["DeploymentAttempts"] == "0"
+    with Stubber(bedrock) as stub:  # every later event, and the reconciler, leave it alone
+        assert approval.handle(_state_change(arn), runtime)["reason"].startswith("already handled")
+        assert approval.retry_unhandled(runtime) == []
+        stub.assert_no_pending_responses()

@@ -139,7 +139,12 @@ class FakeHandlers:
                 "Registered": "true", "Reason": ""}
 
     def kwargs(self) -> dict[str, Any]:
-        return {"callback_handlers": {"HumanReview": self.review, "FineTune": self.finetune},
+        from containers.lambda_handlers import local
+
+        return {"callback_handlers": {"HumanReview": self.review, "FineTune": self.finetune,
+                                      # the Bedrock backend's evaluation throughput: the offline handlers
+                                      "ProvisionEvaluationModel": local.provision_evaluation_model,
+                                      "ReleaseEvaluationModel": local.release_evaluation_model},
                 "lambda_handlers": {"storyboard-register-model": self.register}}
 
     def names(self) -> list[str]:
@@ -346,7 +351,7 @@ def test_reference_to_unknown_step_or_property_file_is_rejected(definition):
     with pytest.raises(ExpressionError, match="ExtractFrame"):
         validate_definition(changed)
     changed = json.loads(json.dumps(definition))
-    changed["Steps"][4]["PropertyFiles"][0]["PropertyFileName"] = "Renamed"
+    next(s for s in changed["Steps"] if s["Name"] == D.EVALUATE)["PropertyFiles"][0]["PropertyFileName"] = "Renamed"
     with pytest.raises(ExpressionError, match="EvaluationReport"):
         validate_definition(changed)
 

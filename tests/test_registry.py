@@ -21,6 +21,7 @@ from steps.registry import (
     PlannedProvisionedThroughputs,
     RegistrationRequest,
     SageMakerModelRegistry,
+    ThroughputBusyError,
     client_token,
     model_package_request,
     on_package_status_change,
@@ -206,15 +207,18 @@ def test_local_approval_plans_a_throughput(tmp_path):
     run = tmp_path / "run" / "RegisterModel"
     arn = LAMBDA_HANDLERS["storyboard-register-model"](_event(), run, config)["ModelPackageArn"]
     action = approve(arn, "Approved", tmp_path, config)
-    assert action.action == "created" and action.throughput_name == "storyboard-characters-v1"
+    assert action.action == "created" and action.throughput_name == "storyboard-characters"  # one per group
     plans = [json.loads(line) for line in
              (tmp_path / "deployments" / "throughput_requests.jsonl").read_text().splitlines()]
     assert plans[0]["request"]["modelUnits"] == 1 and "commitmentDuration" not in plans[0]["request"]
     assert approve(arn, "Approved", tmp_path, config).action == "exists"
     package = LocalModelRegistry(tmp_path / "registry.json").describe_package(arn)
-    assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-characters-v1"
+    assert package["CustomerMetadataProperties"]["ProvisionedModelName"] == "storyboard-characters"
     assert package["CustomerMetadataProperties"]["FineTuneBackend"] == "bedrock"
     assert approve(arn, "Rejected", tmp_path, config).action == "deleted"
+    plans = [json.loads(line) for line in
+             (tmp_path / "deployments" / "throughput_requests.jsonl").read_text().splitlines()]
+    assert [p["action"] for p in plans] == ["create", "delete", "delete_custom_model"]
     assert not (tmp_path / "deployments" / "deployment_requests.jsonl").exists()  # no endpoint for Bedrock
     with pytest.raises(InputError):
         approve(arn, "Maybe", tmp_path, config)
@@ -257,56 +261,101 @@ def _package(status: str, version: int = 3, model: str = MODEL) -> dict:
             "ModelApprovalStatus": status, "CustomerMetadataProperties": {"CustomModelArn": model}}
 
 
-def _summary(name: str, model: str) -> dict:
+def _summary(name: str, model: str, status: str = "InService") -> dict:
     return {"provisionedModelName": name, "provisionedModelArn": "arn:aws:bedrock:us-east-1:123456789012:"
-            "provisioned-model/abcdefabcdef", "modelArn": model, "desiredModelArn": model,
+            f"provisioned-model/{'abcdefabcdef' if '-v' not in name else 'legacy000000'}", "modelArn": model,
+            "desiredModelArn": model,
             "foundationModelArn": "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-canvas-v1:0",
-            "modelUnits": 1, "desiredModelUnits": 1, "status": "Creating", "creationTime": "2026-01-01T00:00:00Z",
+            "modelUnits": 1, "desiredModelUnits": 1, "status": status, "creationTime": "2026-01-01T00:00:00Z",
             "lastModifiedTime": "2026-01-01T00:00:00Z"}
 
 
-def test_approval_creates_repoints_and_cleans_up(aws_env):
+def _listed(stub: Stubber, *summaries: dict, **params: str) -> None:
+    stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": list(summaries)},
+                      {**params, "maxResults": 100})
+
+
+NEW_MODEL = MODEL.replace("abcdefabcdef", "bbbbbbbbbbbb")
+
+
+def test_one_throughput_per_group_created_then_repointed(aws_env):
     bedrock = boto3.client("bedrock", region_name="us-east-1")
     throughputs = BedrockProvisionedThroughputs(bedrock)
     default = ProvisionedThroughputConfig()
     name = throughput_name(_package("Approved"), default)
-    assert name == "storyboard-characters-v3"
+    assert name == throughput_name(_package("Approved", 4), default) == "storyboard-characters"
     create = throughput_request(name, MODEL, _package("Approved")["ModelPackageArn"], default)
     assert request_problems("bedrock", "CreateProvisionedModelThroughput", create) == []
     assert create["modelUnits"] == 1 and "commitmentDuration" not in create
     pt_arn = _summary(name, MODEL)["provisionedModelArn"]
     with Stubber(bedrock) as stub:
-        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": []},
-                          {"nameContains": name, "maxResults": 100})
+        _listed(stub, nameContains=name)
         stub.add_response("create_provisioned_model_throughput", {"provisionedModelArn": pt_arn}, create)
-        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": [_summary(name, MODEL)]},
-                          {"nameContains": name, "maxResults": 100})
-        stub.add_response("list_provisioned_model_throughputs", {"provisionedModelSummaries": [_summary(name, MODEL)]},
-                          {"nameContains": name, "maxResults": 100})
-        stub.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": pt_arn})
+        _listed(stub, nameContains=f"{name}-v")
         assert on_package_status_change(_package("Approved"), default, throughputs).action == "created"
+        # a repeated event: nothing new
+        _listed(stub, _summary(name, MODEL, "Creating"), nameContains=name)
+        _listed(stub, nameContains=f"{name}-v")
         assert on_package_status_change(_package("Approved"), default, throughputs).action == "exists"
-        assert on_package_status_change(_package("Rejected"), default, throughputs).action == "deleted"
+        # version 4 approved: the same throughput is re-pointed; one left by the per-version naming is deleted
+        _listed(stub, _summary(name, MODEL), nameContains=name)
+        stub.add_response("update_provisioned_model_throughput", {},
+                          {"provisionedModelId": pt_arn, "desiredModelId": NEW_MODEL})
+        legacy = _summary(f"{name}-v2", MODEL)
+        _listed(stub, legacy, _summary(f"{name}-v2-other", MODEL), nameContains=f"{name}-v")
+        stub.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": f"{name}-v2"})
+        action = on_package_status_change(_package("Approved", 4, NEW_MODEL), default, throughputs)
+        assert action.action == "repointed" and action.throughput_arn == pt_arn
+        assert f"from {MODEL} to {NEW_MODEL}" in action.reason and f"{name}-v2" in action.reason
+        # a throughput still being updated cannot be re-pointed: the approval is retried later
+        _listed(stub, {**_summary(name, NEW_MODEL, "Updating"), "modelArn": MODEL}, nameContains=name)
+        with pytest.raises(ThroughputBusyError, match="Updating"):
+            on_package_status_change(_package("Approved", 5, MODEL.replace("abcdef", "cccccc")), default, throughputs)
         stub.assert_no_pending_responses()
     shared = ProvisionedThroughputConfig(name="storyboard-live", commitment="OneMonth")
-    new_model = MODEL.replace("abcdefabcdef", "bbbbbbbbbbbb")
-    with Stubber(bedrock) as stub:
-        stub.add_response("list_provisioned_model_throughputs",
-                          {"provisionedModelSummaries": [_summary("storyboard-live", MODEL)]},
-                          {"nameContains": "storyboard-live", "maxResults": 100})
-        stub.add_response("update_provisioned_model_throughput", {},
-                          {"provisionedModelId": pt_arn, "desiredModelId": new_model})
-        action = on_package_status_change(_package("Approved", 4, new_model), shared, throughputs)
-        assert action.action == "repointed"
+    assert throughput_name(_package("Approved"), shared) == "storyboard-live"
     assert throughput_request("n", MODEL, "p", shared)["commitmentDuration"] == "OneMonth"
     for status, model in (("PendingManualApproval", MODEL), ("Approved", "")):
         assert on_package_status_change(_package(status, model=model), default, throughputs).action == "none"
 
 
+def test_rejection_deletes_the_custom_model_when_nothing_serves_it(aws_env):
+    bedrock = boto3.client("bedrock", region_name="us-east-1")
+    throughputs = BedrockProvisionedThroughputs(bedrock)
+    default = ProvisionedThroughputConfig()
+    name = "storyboard-characters"
+    pt_arn = _summary(name, MODEL)["provisionedModelArn"]
+    with Stubber(bedrock) as stub:
+        # the served model is rejected: its throughput goes, then the model
+        _listed(stub, _summary(name, NEW_MODEL), nameContains=name)
+        stub.add_response("delete_provisioned_model_throughput", {}, {"provisionedModelId": pt_arn})
+        _listed(stub, _summary(name, NEW_MODEL), modelArnEquals=NEW_MODEL)  # still listed while deleting
+        stub.add_response("delete_custom_model", {}, {"modelIdentifier": NEW_MODEL})
+        action = on_package_status_change(_package("Rejected", 4, NEW_MODEL), default, throughputs)
+        assert action.action == "deleted" and f"custom model {NEW_MODEL} deleted" in action.reason
+        # a model nothing serves: only the model goes
+        _listed(stub, _summary(name, NEW_MODEL), nameContains=name)
+        _listed(stub, modelArnEquals=MODEL)
+        stub.add_response("delete_custom_model", {}, {"modelIdentifier": MODEL})
+        assert on_package_status_change(_package("Rejected"), default, throughputs).reason == \
+            f"custom model {MODEL} deleted"
+        # a model another throughput serves is kept
+        _listed(stub, nameContains=name)
+        _listed(stub, _summary("someone-elses", MODEL), modelArnEquals=MODEL)
+        assert "kept: served by someone-elses" in on_package_status_change(_package("Rejected"), default,
+                                                                           throughputs).reason
+        stub.assert_no_pending_responses()
+    keep = ProvisionedThroughputConfig(delete_model_on_reject=False)
+    with Stubber(bedrock) as stub:
+        _listed(stub, nameContains=name)
+        assert on_package_status_change(_package("Rejected"), keep, throughputs).action == "none"
+        stub.assert_no_pending_responses()
+
+
 def test_planned_throughputs_and_long_names(tmp_path):
     long = {**_package("Approved", 12), "ModelPackageGroupName": "a" * 63}
     name = throughput_name(long, ProvisionedThroughputConfig())
-    assert len(name) <= 63 and name.endswith("-v12")
+    assert name == "a" * 63
     planned = PlannedProvisionedThroughputs(tmp_path)
     arn = planned.create({"provisionedModelName": "x", "modelId": MODEL, "modelUnits": 1})
     assert planned.find("x")["provisionedModelArn"] == arn

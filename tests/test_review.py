@@ -269,6 +269,10 @@ def test_task_ui_and_flow_definition_are_created_idempotently():
                           {"HumanTaskUiName": "storyboard-review-ui", "UiTemplate": {"Content": ANY}})
         stub.add_client_error("describe_flow_definition", "ResourceNotFound")
         stub.add_response("create_flow_definition", {"FlowDefinitionArn": flow_arn}, request)
+        stub.add_response("describe_flow_definition", {  # loops wait for Active (steps.a2i_flow)
+            "FlowDefinitionArn": flow_arn, "FlowDefinitionName": "storyboard-review", "FlowDefinitionStatus": "Active",
+            "CreationTime": "2026-01-01", "OutputConfig": {"S3OutputPath": "s3://bucket/review/a2i"},
+            "RoleArn": "arn:aws:iam::123456789012:role/a2i"}, {"FlowDefinitionName": "storyboard-review"})
         stub.add_response("describe_human_task_ui", {
             "HumanTaskUiArn": ui_arn, "HumanTaskUiName": "storyboard-review-ui", "CreationTime": "2026-01-01",
             "UiTemplate": {}})

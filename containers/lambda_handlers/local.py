@@ -4,7 +4,9 @@ Contract with the runner (``pipeline/``):
 
 - :data:`CALLBACK_HANDLERS` ``[Task](arguments, run_dir, config) -> outputs`` for the CallbackSteps
   (``Task`` is the callback argument): ``HumanReview`` -> ``{ReviewedManifestUri, ApprovedCount,
-  EditedCount, RejectedCount}``; ``FineTune`` -> ``{JobArn, CustomModelArn, DryRun}``.
+  EditedCount, RejectedCount}``; ``FineTune`` -> ``{JobArn, CustomModelArn, DryRun}``;
+  ``ProvisionEvaluationModel`` -> ``{ProvisionedModelArn, ProvisionedModelName}``; ``ReleaseEvaluationModel``
+  -> ``{Released}``.
 - :data:`LAMBDA_HANDLERS` ``[function name](event, run_dir, config) -> outputs`` for the LambdaSteps:
   ``storyboard-register-model`` -> ``{ModelPackageArn, Registered, Reason}``.
 
@@ -271,9 +273,30 @@ def approve(model_package_arn: str, status: str, runs_dir: Path,
                             throughputs=PlannedProvisionedThroughputs(folder), registry=registry, role_arn=role)
 
 
+def provision_evaluation_model(args: Mapping[str, str], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
+    """``ProvisionEvaluationModel`` offline: nothing can be provisioned, so the planned request is written to
+    ``run_dir/evaluation_throughput_request.json`` and ``evaluation.custom_model_id`` (if set) is passed on."""
+    from steps.evaluation_throughput import create_request, evaluation_throughput_name
+
+    model = str(args.get("CustomModelArn") or "")
+    if model and str(args.get("DryRun") or "").lower() != "true":
+        execution = str(args.get("PipelineExecutionArn") or "local")
+        name = evaluation_throughput_name(config.project, execution)
+        sio.write_json(run_dir / "evaluation_throughput_request.json",
+                       create_request(name, model, execution, "local"))
+    return {"ProvisionedModelArn": config.evaluation.custom_model_id or "", "ProvisionedModelName": ""}
+
+
+def release_evaluation_model(args: Mapping[str, str], run_dir: Path, config: StoryboardConfig) -> dict[str, str]:
+    """``ReleaseEvaluationModel`` offline: nothing was provisioned, nothing to release."""
+    return {"Released": "false"}
+
+
 CALLBACK_HANDLERS: dict[str, CallbackHandler] = {
     "HumanReview": human_review,
     "FineTune": fine_tune,
+    "ProvisionEvaluationModel": provision_evaluation_model,
+    "ReleaseEvaluationModel": release_evaluation_model,
 }
 
 LAMBDA_HANDLERS: dict[str, LambdaHandler] = {

@@ -7,14 +7,18 @@ Layout under ``review.output_s3_uri`` (``<root>``):
 - ``<root>/reviews/<key>/state.json``: the :class:`~steps.review.ReviewState` (callback token, loops);
   ``<key>`` is :func:`~steps.review.execution_key` and is part of every loop name, so an event for a
   loop leads straight to its review;
-- ``<root>/reviews/<key>/loops/<loop-name>.json``: one marker per finished loop (status, output URI);
-  a duplicate event rewrites the same marker;
+- ``<root>/reviews/<key>/loops/<loop-name>.json``: one marker per finished loop (status, output URI),
+  created only by the loop's first event;
+- ``<root>/reviews/<key>/progress.json``: how many loops of how many have finished
+  (:mod:`containers.lambda_handlers.review_progress`), so an event costs a constant number of S3 requests;
 - ``<root>/reviews/<key>/reviewed/`` (or the step's ``OutputUri``): ``reviewed_manifest.jsonl``,
   ``train.jsonl``, ``review_report.json``;
 - ``<root>/reviews/<key>/completed.json``: written once the callback is answered.
 
-The callback is answered when every loop has a marker. Two events finishing at once may both answer:
-they send the same request with the same ``ClientRequestToken``, which SageMaker treats as one.
+The callback is answered when the counter reaches the number of loops; only then are the markers listed and
+read, once (measured on moto: a constant number of requests per event at 100 and at 5,000 loops; see
+``tests/test_a2i_completion.py``). Two events finishing at once may both answer: they send the same request
+with the same ``ClientRequestToken``, which SageMaker treats as one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from containers.lambda_handlers import review_progress
 from containers.lambda_handlers.callbacks import SageMakerPipelineCallback
 from containers.lambda_handlers.runtime import Runtime, default_runtime
 from containers.lambda_handlers.storage import (
@@ -170,6 +175,7 @@ def _start_a2i(callback_token: str, execution_arn: str, manifest_uri: str, rows:
                  for i, row in enumerate(rows)]
         state = ReviewState(execution_arn, callback_token, key, manifest_uri, flow_arn, reviewed, loops)
         write_json(store, state_uri, state.to_json())  # before any loop, so an early event finds it
+    review_progress.initialise(store, folder, len(state.loops), flow_arn)
     service = A2IHumanLoops(runtime.client("sagemaker-a2i-runtime"), flow_arn)
     for row, loop in zip(rows, state.loops, strict=True):
         character = meta(row, "character")
@@ -192,11 +198,17 @@ def load_state(store: ObjectStore, folder: str) -> ReviewState | None:
     return ReviewState.from_json(read_json(store, uri)) if store.exists(uri) else None
 
 
-def record_loop_status(store: ObjectStore, folder: str, status: LoopStatus) -> None:
-    """Write the loop's marker (idempotent)."""
-    write_json(store, join_uri(folder, "loops", f"{status.name}.json"),
-               {"name": status.name, "status": status.status, "outputS3Uri": status.output_uri,
-                "failureReason": status.failure})
+def _progress(store: ObjectStore, folder: str) -> review_progress.Progress | None:
+    """The review's counter; for a review started before counters existed, created from its state and a listing."""
+    progress = review_progress.read(store, folder)
+    if progress is None:
+        state = load_state(store, folder)
+        if state is None:
+            return None
+        review_progress.initialise(store, folder, len(state.loops), state.flow_definition_arn,
+                                   done=len(_markers(store, folder)))
+        progress = review_progress.read(store, folder)
+    return progress
 
 
 def _markers(store: ObjectStore, folder: str) -> dict[str, LoopStatus]:
@@ -264,14 +276,18 @@ def on_human_loop_status(event: Mapping[str, Any], runtime: Runtime) -> str:
     if folder is None:
         return "ignored: review.output_s3_uri is not configured"
     store = _store(runtime, folder)
-    state = load_state(store, folder)
-    if state is None:
+    progress = _progress(store, folder)
+    if progress is None:
         return f"ignored: no review state for {name}"
+    if store.exists(join_uri(folder, "completed.json")):
+        return "already answered"
     output_uri = (detail.get("humanLoopOutput") or {}).get("outputS3Uri")
     loop = LoopStatus(name, status, output_uri, detail.get("failureReason"))
     if status == "Completed" and not output_uri:  # the event lacks the output: ask A2I
-        loop = A2IHumanLoops(runtime.client("sagemaker-a2i-runtime"), state.flow_definition_arn).status(name)
-    record_loop_status(store, folder, loop)
+        loop = A2IHumanLoops(runtime.client("sagemaker-a2i-runtime"), progress.flow_definition_arn).status(name)
+    _, done, total = review_progress.record(store, folder, loop, progress)
+    if done < total:
+        return f"waiting {done}/{total}"
     return try_complete(store, folder, runtime)
 
 
@@ -335,7 +351,12 @@ def reconcile_reviews(runtime: Runtime, now: datetime | None = None,
                 log.warning("describe_human_loop %s: %s", loop["name"], err)
                 continue
             if status.terminal:
-                record_loop_status(store, folder, status)
+                store.create_if_absent(review_progress.marker_uri(folder, status.name),
+                                       review_progress.marker_bytes(status))
+                markers[status.name] = status
+        if review_progress.read(store, folder) is None:
+            review_progress.initialise(store, folder, len(state.loops), state.flow_definition_arn)
+        review_progress.recount(store, folder, len(markers))
         age = state.age_hours(now)
         outcome = try_complete(store, folder, runtime)
         if outcome.startswith("waiting") and age > runtime.config.review.watchdog_hours:

@@ -7,6 +7,7 @@ The handlers read manifests and write reviewed manifests, review state and dry-r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import posixpath
 from collections.abc import Iterable, Mapping
@@ -70,6 +71,19 @@ class ObjectStore(Protocol):
         """URIs of the immediate sub-folders of ``prefix_uri``, sorted."""
         ...
 
+    def create_if_absent(self, uri: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Write the object only if none exists; ``False`` (nothing written) when one does."""
+        ...
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """The object's bytes and version tag (ETag), or ``None`` when it does not exist."""
+        ...
+
+    def replace_if_unchanged(self, uri: str, data: bytes, version: str, content_type: str = "application/json"
+                             ) -> bool:
+        """Replace the object only if its version tag is still ``version``; ``False`` when it changed."""
+        ...
+
 
 class S3Store:
     """Objects in Amazon S3."""
@@ -128,6 +142,52 @@ class S3Store:
                       for p in page.get("CommonPrefixes") or [])
 
 
+    # S3 conditional writes (Amazon S3 user guide, "Conditional writes"): If-None-Match "*" creates only a missing
+    # object, If-Match replaces only the version read; 412 PreconditionFailed when the condition fails, 409
+    # ConditionalRequestConflict when another conditional write to the key is in flight (retry it).
+    _CONDITION_FAILED = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+    def create_if_absent(self, uri: str, data: bytes, content_type: str = "application/json") -> bool:
+        """``put_object(IfNoneMatch="*")``."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfNoneMatch="*")
+            return True
+        except ClientError as err:
+            if err.response["Error"].get("Code") in self._CONDITION_FAILED:
+                return False
+            raise
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """``get_object``: the body and its ETag."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            got = self.s3.get_object(Bucket=bucket, Key=key)
+        except ClientError as err:
+            if err.response["Error"].get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise
+        return got["Body"].read(), str(got["ETag"])
+
+    def replace_if_unchanged(self, uri: str, data: bytes, version: str, content_type: str = "application/json"
+                             ) -> bool:
+        """``put_object(IfMatch=version)``."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            self.s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type, IfMatch=version)
+            return True
+        except ClientError as err:
+            if err.response["Error"].get("Code") in self._CONDITION_FAILED:
+                return False
+            raise
+
+
 class LocalStore:
     """Objects as local files (``file://`` prefixes are accepted)."""
 
@@ -161,6 +221,34 @@ class LocalStore:
         """The folder's sub-folders."""
         root = self._path(prefix_uri)
         return sorted(str(p) for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+    def create_if_absent(self, uri: str, data: bytes, content_type: str = "application/json") -> bool:
+        """Create the file exclusively (``O_EXCL``)."""
+        path = self._path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(path, "xb") as fh:
+                fh.write(data)
+            return True
+        except FileExistsError:
+            return False
+
+    def read_versioned(self, uri: str) -> tuple[bytes, str] | None:
+        """The bytes and their SHA-256 as the version tag."""
+        path = self._path(uri)
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        return data, hashlib.sha256(data).hexdigest()
+
+    def replace_if_unchanged(self, uri: str, data: bytes, version: str, content_type: str = "application/json"
+                             ) -> bool:
+        """Replace when the content's SHA-256 is still ``version`` (one process at a time, as in local runs)."""
+        current = self.read_versioned(uri)
+        if current is None or current[1] != version:
+            return False
+        sio.write_bytes(self._path(uri), data)
+        return True
 
 
 def store_for(uri: str, s3_client: Any = None) -> ObjectStore:

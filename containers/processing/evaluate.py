@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-data-url", default=None,
                         help="sagemaker backend: the model.tar.gz URI (ModelArtifacts.S3ModelArtifacts), recorded in "
                              "evaluation.json")
+    parser.add_argument("--provisioned-model-arn", default=None,
+                        help="bedrock backend: this run's evaluation throughput (ProvisionEvaluationModel's "
+                             "ProvisionedModelArn); overrides evaluation.custom_model_id")
     args = parser.parse_args(argv)
 
     from steps.errors import InputError
@@ -134,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_step_config(root / "input" / "config", {
         "embeddings.titan_model_id": optional(args.embedding_model_id),
         "evaluation.base_model_id": optional(args.base_model_id),
+        "evaluation.custom_model_id": optional(args.provisioned_model_arn),
         "evaluation.min_character_similarity": optional(args.min_character_similarity),
         "evaluation.min_improvement": optional(args.min_improvement),
         "evaluation.max_near_copy_rate": optional(args.max_near_copy_rate),
