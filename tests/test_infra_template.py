@@ -70,8 +70,8 @@ def test_every_rule_retries_and_keeps_undelivered_events():
     rules = {n: r["Properties"] for n, r in RESOURCES.items() if r["Type"] == "AWS::Events::Rule"}
     detail_types = {t for r in rules.values() for t in r.get("EventPattern", {}).get("detail-type", [])}
     assert detail_types == {"Model Customization Job State Change", "SageMaker A2I HumanLoop Status Change",
-                            "SageMaker Training Job State Change", "SageMaker Model Package State Change",
-                            "SageMaker Endpoint State Change"}
+                            "SageMaker Model Building Pipeline Execution Status Change",
+                            "SageMaker Model Package State Change", "SageMaker Endpoint State Change"}
     assert any("ScheduleExpression" in r for r in rules.values())  # the reconciler's schedule
     for name, rule in rules.items():
         for target in rule["Targets"]:
