@@ -16,7 +16,7 @@ from setuptools import find_packages, setup
 
 # The project's top-level packages: each image's Dockerfile copies every one of them
 # (tests/test_dockerfiles.py checks it against the folders on disk).
-PACKAGES = ("pipeline", "steps", "evaluation", "containers")
+PACKAGES = ("core", "steps", "evaluation", "pipeline", "containers")
 
 # What the Lambda handlers import, at import time or when they run (Pillow: the training-set check reads image
 # headers, steps.bedrock_validation), and nothing else: the Lambda image installs only these.
@@ -93,5 +93,5 @@ setup(
         "cli": PROCESSING + SDK + LOCAL,
         "dev": DEV + PROCESSING + SDK + ONNX + LOCAL,
     },
-    entry_points={"console_scripts": ["storyboard=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["storyboard=pipeline.commands.cli:main"]},
 )

@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 def _default_inference_steps() -> int:
     """The local default number of inference steps (``evaluation.diffusers.num_inference_steps``)."""
     try:
-        from evaluation.config import DiffusersGenerationConfig
+        from core.evaluation_config import DiffusersGenerationConfig
 
         return int(DiffusersGenerationConfig().num_inference_steps)
     except Exception:  # noqa: BLE001 - the benchmark still runs without the evaluation package
@@ -125,10 +125,10 @@ def _sync(device: str) -> None:
 
 def bench_lora_training(base: Path, work: Path, device: str, steps: int, resolution: int) -> tuple[float, Path]:
     """Steps per second of :func:`steps.lora.loop.train` from its second step on; returns the LoRA folder."""
+    from core.lora_settings import LoraSettings
     from steps.lora.export import save_lora_weights
     from steps.lora.loop import train
     from steps.lora.model import load_components
-    from steps.lora.settings import LoraSettings
 
     records = _records(work / "crops", 5)
     settings = LoraSettings(max_train_steps=steps + 1, resolution=resolution, lora_rank=4, learning_rate=1e-3,

@@ -53,8 +53,8 @@ if str(REPO) not in sys.path:  # run as a script from a checkout: make the proje
 
 import av  # noqa: E402
 
-from pipeline.config import SamplingConfig  # noqa: E402
-from steps.io import write_json  # noqa: E402
+from core.config import SamplingConfig  # noqa: E402
+from core.io import write_json  # noqa: E402
 from steps.video import probe_video, sample_frames  # noqa: E402
 
 MEDIA = REPO.parent / "shared" / "media"
@@ -312,9 +312,9 @@ def last_line(path: Path) -> str:
 
 
 def storyboard_command() -> list[str]:
-    """``.venv/bin/storyboard`` beside this interpreter, else ``python -m pipeline.cli``."""
+    """``.venv/bin/storyboard`` beside this interpreter, else ``python -m pipeline.commands.cli``."""
     exe = Path(sys.executable).parent / "storyboard"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "pipeline.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "pipeline.commands.cli"]
 
 
 def measure_prepare(clip: Path, references: Path | None, config: Path | None, tmp: Path) -> dict:
@@ -369,9 +369,9 @@ def measure_memory(clip: Path, short_clip: Path | None, references: Path | None,
     """Peak RSS of the interpreter with imports, of the sampler alone, and of ``storyboard prepare`` on
     ``clip`` and (to see whether it grows with the clip's length) on ``short_clip``, a shorter cut."""
     result: dict = {}
-    result["imports_only"] = run_child([sys.executable, "-c", "import steps.video, pipeline.config"],
+    result["imports_only"] = run_child([sys.executable, "-c", "import steps.video, core.config"],
                                        tmp / "imports.log", 60)
-    code = ("import sys; from pipeline.config import SamplingConfig; from steps.video import sample_frames; "
+    code = ("import sys; from core.config import SamplingConfig; from steps.video import sample_frames; "
             "print(sum(1 for _ in sample_frames(sys.argv[1], SamplingConfig(mode='interval', every_s=1.0), "
             "progress=False)))")
     result["sampler_only"] = run_child([sys.executable, "-c", code, str(clip)], tmp / "sampler.log", 300)

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import InputError
 from evaluation.generation import GenerationError, GenerationOutcome, TextImageRequest
-from steps.errors import InputError
 from steps.lora.model import LORA_WEIGHTS_NAME, BaseModelInfo, check_base_model, load_pipeline
 
 if TYPE_CHECKING:

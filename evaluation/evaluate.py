@@ -53,9 +53,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.embedders import make_embedder
+from core.embeddings import ImageEmbedder, TextImageEmbedder
+from core.errors import InputError
+from core.io import write_bytes, write_json, write_text
 from evaluation import metrics as M
 from evaluation.calibration import calibrate, calibrated, held_out_training
-from evaluation.embeddings import ImageEmbedder, TextImageEmbedder, make_embedder
 from evaluation.gate import GATE_STATUSES, decide_gate
 from evaluation.generation import character_prompts, read_generation_log
 from evaluation.inputs import (
@@ -71,11 +74,9 @@ from evaluation.inputs import (
     scan_training_crops,
     skip_reason,
 )
-from steps.errors import InputError
-from steps.io import write_bytes, write_json, write_text
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
             fewer than 2 images for a character, an unreadable image, or mismatched embedding dimensions.
             All folder checks run before any image is embedded.
     """
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
     config = config or StoryboardConfig()
     settings = config.evaluation

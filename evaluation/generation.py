@@ -47,7 +47,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from botocore.exceptions import ClientError
 from PIL import Image, UnidentifiedImageError
 
-from evaluation.config import (
+from core.errors import InputError
+from core.evaluation_config import (
     DIFFUSERS_MAX_GUIDANCE,
     DIFFUSERS_MAX_STEPS,
     DIFFUSERS_MIN_GUIDANCE,
@@ -65,11 +66,10 @@ from evaluation.config import (
     check_diffusers_size,
     check_image_size,
 )
-from steps.errors import InputError
-from steps.io import write_bytes, write_json
+from core.io import write_bytes, write_json
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, CharacterConfig
+    from core.config import AwsConfig, CharacterConfig
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def validate_text_image_body(body: dict[str, Any]) -> None:
 def validate_diffusers_request(request: TextImageRequest) -> None:
     """Check a request for the diffusers backend (Stable Diffusion XL) against its limits.
 
-    Limits (``evaluation.config``): a non-empty prompt; ``width``/``height`` 64..2,048 px, multiples of 8
+    Limits (``core.evaluation_config``): a non-empty prompt; ``width``/``height`` 64..2,048 px, multiples of 8
     (``StableDiffusionXLPipeline.check_inputs``); ``num_inference_steps`` 1..200; ``cfg_scale`` (the
     guidance scale) 0..30; ``number_of_images`` at least 1; image ``i`` is seeded with ``seed + i``, which must
     stay within 0..2**64-1 (``torch.Generator.manual_seed``). Prompts longer than the CLIP tokenizers' 77
@@ -411,7 +411,7 @@ class NovaCanvasGenerator:
         """Build a generator for ``model_id`` with a ``bedrock-runtime`` client from ``aws`` (region,
         profile, adaptive retries) and a read timeout of at least 300 s; ``client`` overrides it."""
         if client is None:
-            from steps.aws import client_from_config
+            from core.aws import client_from_config
 
             client = client_from_config("bedrock-runtime", aws, min_read_timeout_s=MIN_READ_TIMEOUT_S)
         return cls(client, model_id, max_attempts=config.max_attempts, backoff_s=config.backoff_s)
@@ -528,7 +528,7 @@ class FolderImageGenerator:
 
 
 def _character_entries(characters: Sequence[CharacterConfig | str]) -> list[CharacterConfig]:
-    from pipeline.config import CharacterConfig
+    from core.config import CharacterConfig
 
     return [c if isinstance(c, CharacterConfig) else CharacterConfig(name=c) for c in characters]
 

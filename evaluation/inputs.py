@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from evaluation.embeddings import ImageEmbedder
+from core.embeddings import ImageEmbedder
+from core.errors import InputError
+from core.io import read_jsonl
 from evaluation.generation import GENERATION_LOG, IMAGE_SUFFIXES, parse_image_name
-from steps.errors import InputError
-from steps.io import read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The evaluation metrics of DESIGN.md §7 on embeddings, with bootstrap confidence intervals.
 
 All functions take L2-normalised embedding rows (``(N, D)`` float arrays, as every
-:class:`evaluation.embeddings.ImageEmbedder` returns) so the cosine similarity of two images is the dot
+:class:`core.embeddings.ImageEmbedder` returns) so the cosine similarity of two images is the dot
 product of their rows. For character c with reference embeddings R_c and generated images G_c:
 
 - character similarity of an image g: mean over r in R_c of cos(g, r) (the DreamBooth paper's DINO and
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from evaluation.embeddings import cosine_matrix
+from core.embeddings import cosine_matrix
 
 
 @dataclass(frozen=True)

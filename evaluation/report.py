@@ -28,7 +28,7 @@ from PIL import Image
 from evaluation.generation import parse_image_name
 
 if TYPE_CHECKING:
-    from evaluation.config import EvaluationConfig
+    from core.evaluation_config import EvaluationConfig
     from evaluation.evaluate import ImageItem
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"

@@ -19,10 +19,10 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pipeline.sagemaker_config import SageMakerSettings, resolve_settings
+from core.sagemaker_config import SageMakerSettings, resolve_settings
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 _SDK_LOGGERS = ("sagemaker", "sagemaker.config", "sagemaker.core", "sagemaker.mlops")
 
@@ -133,7 +133,7 @@ def build_pipeline(config: StoryboardConfig, settings: SageMakerSettings | None 
 def compile_definition(config: StoryboardConfig, settings: SageMakerSettings | None = None) -> dict[str, Any]:
     """Compile ``config`` to the pipeline definition (the JSON SageMaker stores), as a mapping.
 
-    Offline: no request is sent. Raises ``steps.errors.InputError`` for an invalid parameter default.
+    Offline: no request is sent. Raises ``core.errors.InputError`` for an invalid parameter default.
     """
     settings = settings or resolve_settings(config)
     pipeline = build_pipeline(config, settings)

@@ -1,6 +1,6 @@
 """The configuration written back as commented YAML: the repository's ``pipeline.yaml`` and ``config show``.
 
-The pydantic models (:class:`pipeline.config.StoryboardConfig` and the sections it holds) are the one
+The pydantic models (:class:`core.config.StoryboardConfig` and the sections it holds) are the one
 source of the defaults. :func:`render_defaults` writes them as YAML, each key commented with its field
 description (or, where a field has none, its entry in the model's ``Attributes:`` docstring) and the
 allowed values of a ``Literal``; the repository's ``pipeline.yaml`` is that text
@@ -8,7 +8,7 @@ allowed values of a ``Literal``; the repository's ``pipeline.yaml`` is that text
 
 :func:`render_effective` writes an effective configuration the same way, each value followed by where
 it came from: ``default``, ``file`` (the ``--config`` file named it) or ``env $NAME`` (the environment
-variables that ``pipeline.sagemaker_config.resolve_settings`` honours).
+variables that ``core.sagemaker_config.resolve_settings`` honours).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from pipeline.config import StoryboardConfig
+from core.config import StoryboardConfig
 
 REGENERATE_COMMAND = "storyboard config defaults > pipeline.yaml"
 HEADER = f"""\
 # storyboard configuration: the built-in defaults of every key, generated from the configuration models
-# (pipeline/config.py and the section models it imports) by `{REGENERATE_COMMAND}`.
+# (core/config.py and the section models it imports) by `{REGENERATE_COMMAND}`.
 # Do not edit the values here: change the model's default (and its Field description, which becomes the
 # comment) and regenerate. A project's own configuration names only what it overrides (see examples/);
 # `storyboard config show --config FILE` prints the effective values and where each came from.
@@ -196,7 +196,7 @@ def render_effective(config: StoryboardConfig, file_data: Mapping[str, Any] | No
         source_name: the word for values from the file (for example the file's name).
 
     Returns:
-        YAML text that :func:`pipeline.config.parse_config` accepts, with the environment's values in.
+        YAML text that :func:`core.config.parse_config` accepts, with the environment's values in.
     """
     data = config.model_dump(mode="json")
     given = set(_flatten(file_data or {}))

@@ -54,6 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from core.sagemaker_config import SageMakerSettings, resolve_settings
 from pipeline import parameters as P
 from pipeline.evaluation_throughput_steps import (  # noqa: F401  (step names re-exported beside the others)
     PROVISION_EVAL,
@@ -61,10 +62,9 @@ from pipeline.evaluation_throughput_steps import (  # noqa: F401  (step names re
     provision_step,
     release_step,
 )
-from pipeline.sagemaker_config import SageMakerSettings, resolve_settings
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 # Step names (the Studio graph shows the display names).
 EXTRACT = "ExtractFrames"
@@ -561,7 +561,7 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
             set (see :func:`pipeline.compile.make_pipeline_session`); nothing is sent through it while
             the pipeline is assembled or compiled.
         settings: resolved names (role, bucket, image, queues, Lambda ARN); default
-            :func:`pipeline.sagemaker_config.resolve_settings` of ``config``.
+            :func:`core.sagemaker_config.resolve_settings` of ``config``.
 
     Returns:
         ``sagemaker.mlops.workflow.pipeline.Pipeline`` with the parameters of
@@ -571,7 +571,7 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
         CheckModelTrained (nesting CheckQuality, RegisterModel and the two Fail steps).
 
     Raises:
-        steps.errors.InputError: a parameter default in ``sagemaker.parameters`` is invalid.
+        core.errors.InputError: a parameter default in ``sagemaker.parameters`` is invalid.
     """
     from sagemaker.mlops.workflow.pipeline import Pipeline
 

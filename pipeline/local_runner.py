@@ -52,6 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from core.io import write_json
 from pipeline.expressions import (
     CONDITION_TYPES,
     EvaluationContext,
@@ -64,10 +65,9 @@ from pipeline.expressions import (
 )
 from pipeline.local_training import TrainingStepError, check_training, run_training_step
 from pipeline.run_progress import StepLogFollower, append_line, condition_sentence, training_total
-from steps.io import write_json
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 log = logging.getLogger(__name__)
 
@@ -416,10 +416,10 @@ class LocalRunner:
                 example ``s3://<bucket>/<prefix>/<pipeline>/<execution-id>`` to the run folder).
 
         Raises:
-            steps.errors.InputError: an unknown parameter, a value of the wrong type, a missing
+            core.errors.InputError: an unknown parameter, a value of the wrong type, a missing
                 parameter without default, or an existing run folder.
         """
-        from steps.errors import InputError
+        from core.errors import InputError
 
         execution_id = execution_id or new_execution_id()
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", execution_id):
@@ -450,9 +450,9 @@ class LocalRunner:
         """Reopen the execution in ``run_dir`` (its ``definition.json`` and ``execution.json``).
 
         Raises:
-            steps.errors.InputError: the folder holds no execution, or the execution succeeded.
+            core.errors.InputError: the folder holds no execution, or the execution succeeded.
         """
-        from steps.errors import InputError
+        from core.errors import InputError
 
         run_dir = Path(run_dir).resolve()
         try:
@@ -868,7 +868,7 @@ class LocalRunner:
 
     def _stage_input(self, item: Mapping[str, Any], roots: Mapping[str, Path], hosts: list[str],
                      extra: Mapping[str, str]) -> None:
-        from steps.errors import InputError
+        from core.errors import InputError
 
         s3 = item["S3Input"]
         name = item.get("InputName")
@@ -960,10 +960,10 @@ def resolve_parameters(definition: Mapping[str, Any], overrides: Mapping[str, An
     and checked against ``EnumValues``.
 
     Raises:
-        steps.errors.InputError: an unknown name (the message lists the known ones), a value that does
+        core.errors.InputError: an unknown name (the message lists the known ones), a value that does
             not convert, a value outside ``EnumValues``, or a parameter with neither default nor value.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
     from pipeline.parameters import unknown_parameter_error

@@ -38,8 +38,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from core.io import write_json
 from pipeline.expressions import to_text
-from steps.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def run_training_step(step_name: str, args: Mapping[str, Any], step_dir: Path, *
         TrainingStepError: a channel has no local copy, or the job exits non-zero (the reason from
             ``/opt/ml/output/failure`` or the log).
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     check_training(step_name, args)
     root = step_dir / "opt_ml"

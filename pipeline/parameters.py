@@ -13,7 +13,7 @@ Which parameters a pipeline has depends on ``finetune.backend`` (chosen when com
 - ``sagemaker`` (default): the LoRA TrainingStep's ``BaseModelS3Uri``, ``LoraTrainingSteps``,
   ``LoraLearningRate``, ``LoraRank``, ``LoraResolution``, ``LoraBatchSize``, ``TrainingSeed``,
   ``MixedPrecision``, ``TrainingInstanceType`` and Evaluate's ``EvaluationInstanceType`` (ranges of
-  ``steps.lora.settings``, the ranges the training entry point itself checks);
+  ``core.lora_settings``, the ranges the training entry point itself checks);
 - ``bedrock``: ``BaseModelId``, ``stepCount``, ``batchSize``, ``learningRate`` (the spelling of the
   Bedrock hyperparameters they feed; Nova Canvas ranges, DESIGN §5: 10..20,000; 8..192; 1e-7..1e-4) and
   ``DryRun``.
@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from steps.errors import InputError
-from steps.lora.settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
-from steps.lora.settings import RESOLUTION_MULTIPLE
-from steps.mlops_config import model_package_group_name
+from core.errors import InputError
+from core.lora_settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
+from core.lora_settings import RESOLUTION_MULTIPLE
+from core.mlops_config import model_package_group_name
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
-    from pipeline.sagemaker_config import SageMakerSettings
+    from core.config import StoryboardConfig
+    from core.sagemaker_config import SageMakerSettings
 
 ParameterType = Literal["String", "Integer", "Float"]
 ParameterValue = str | int | float
@@ -302,7 +302,7 @@ def parameter_defaults(config: StoryboardConfig, settings: SageMakerSettings) ->
     """Every parameter's default, in definition order.
 
     Raises:
-        steps.errors.InputError: ``sagemaker.parameters`` names an unknown parameter or holds a value of
+        core.errors.InputError: ``sagemaker.parameters`` names an unknown parameter or holds a value of
             the wrong type or out of range.
     """
     overrides = dict(config.sagemaker.parameters)
@@ -325,7 +325,7 @@ def coerce_value(spec: ParameterSpec, value: Any, source: str = "--param") -> Pa
     """Convert ``value`` (a string from the command line, or a YAML scalar) to the parameter's type.
 
     Raises:
-        steps.errors.InputError: not convertible, not among ``spec.enum``, or outside the range.
+        core.errors.InputError: not convertible, not among ``spec.enum``, or outside the range.
     """
     try:
         if spec.type == "Integer":
@@ -353,7 +353,7 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     """Parse ``["Name=Value", ...]`` from ``--param`` options into a mapping (values stay strings).
 
     Raises:
-        steps.errors.InputError: an item has no ``=`` or repeats a name.
+        core.errors.InputError: an item has no ``=`` or repeats a name.
     """
     result: dict[str, str] = {}
     for item in items or []:
@@ -391,7 +391,7 @@ def check_overrides(overrides: Mapping[str, Any], known: Mapping[str, str] | Non
     Without ``known`` every name in :data:`PARAMETER_SPECS` is accepted.
 
     Raises:
-        steps.errors.InputError: an unknown name (the message suggests the closest names and lists the
+        core.errors.InputError: an unknown name (the message suggests the closest names and lists the
             valid ones), or a value of the wrong type, outside the allowed values or the range.
     """
     valid = set(known) if known is not None else set(SPECS_BY_NAME)

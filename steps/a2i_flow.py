@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

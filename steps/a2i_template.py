@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from steps.errors import InputError
+from core.errors import InputError
 
 TEMPLATE_MAX_CHARS = 128_000
 TEMPLATE_NAME = "review.liquid"

@@ -29,7 +29,7 @@ import botocore.session
 from botocore.model import OperationModel, Shape
 from botocore.validate import ParamValidator
 
-from pipeline.config import (
+from core.config import (
     NOVA_CANVAS_CAPTION_MAX_CHARS,
     NOVA_CANVAS_CAPTION_MIN_CHARS,
     NOVA_CANVAS_MAX_ASPECT,
@@ -40,7 +40,7 @@ from pipeline.config import (
     NOVA_CANVAS_MIN_RECORDS,
     NOVA_CANVAS_MIN_SIDE_PX,
 )
-from steps.errors import InputError, TooFewRecordsError
+from core.errors import InputError, TooFewRecordsError
 
 log = logging.getLogger(__name__)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, CaptionConfig, CharacterConfig
+    from core.config import CaptionConfig, CharacterConfig
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def validate_requests(requests: Sequence[CaptionRequest]) -> None:
     Raises:
         InputError: naming the item and the problem.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     seen: set[str] = set()
     for i, req in enumerate(requests):
@@ -145,7 +145,7 @@ class TemplateCaptioner:
 
     Args:
         config: the ``captions`` settings (``None``: defaults).
-        characters: the configured characters (``pipeline.config.CharacterConfig``: ``caption_name``
+        characters: the configured characters (``core.config.CharacterConfig``: ``caption_name``
             and ``description``), used where a request carries no descriptions.
 
     Raises:
@@ -157,10 +157,10 @@ class TemplateCaptioner:
     def __init__(self, config: CaptionConfig | None = None, characters: Sequence[CharacterConfig] = ()) -> None:
         from string import Formatter
 
-        from steps.errors import InputError
+        from core.errors import InputError
 
         if config is None:
-            from pipeline.config import CaptionConfig
+            from core.config import CaptionConfig
 
             config = CaptionConfig()
         self.config = config
@@ -196,22 +196,3 @@ class TemplateCaptioner:
         """
         validate_requests(requests)
         return [CaptionResult(item_id=r.item_id, caption=self.build(r), source="template") for r in requests]
-
-
-def make_captioner(config: CaptionConfig, characters: Sequence[CharacterConfig] = (),
-                   aws: AwsConfig | None = None, client: Any = None) -> Captioner:
-    """Build the captioner named by ``config.backend``: ``template``, or ``nova`` (``nova-pro``, its former name).
-
-    ``characters`` are the configured characters (names and descriptions for prompts and templates);
-    ``client`` overrides the ``bedrock-runtime`` client of the Nova backend (tests pass a stubbed one).
-
-    Raises:
-        ValueError: an unknown backend.
-    """
-    if config.backend == "template":
-        return TemplateCaptioner(config, characters)
-    if config.backend in ("nova", "nova-pro"):
-        from steps.nova_captioner import NovaCaptioner
-
-        return NovaCaptioner(config, characters, aws=aws, client=client)
-    raise ValueError(f"unknown captions.backend {config.backend!r}; use template or nova")

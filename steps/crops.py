@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.config import CropConfig
+from core.config import CropConfig
 from steps.records import BBox
 
 SHOT_SCALES = (("close-up", 0.7), ("medium shot", 0.4), ("full shot", 0.0))

@@ -21,14 +21,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from steps.bedrock_validation import (
-    ImageProbe,
-    TrainingManifestReport,
-    check_training_rows,
-    validate_request,
-)
-from steps.errors import InputError
-from steps.mlops_config import (
+from core.errors import InputError
+from core.mlops_config import (
     BATCH_SIZE_MAX,
     BATCH_SIZE_MIN,
     LEARNING_RATE_MAX,
@@ -37,6 +31,12 @@ from steps.mlops_config import (
     STEP_COUNT_MIN,
     FineTuneConfig,
     HyperParameters,
+)
+from steps.bedrock_validation import (
+    ImageProbe,
+    TrainingManifestReport,
+    check_training_rows,
+    validate_request,
 )
 
 TAG_CALLBACK_TOKEN = "storyboard:callback-token"

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.embeddings import normalize_rows
+from core.embeddings import normalize_rows
 
 
 @dataclass

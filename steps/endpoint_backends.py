@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from steps import io as sio
+from core import io as sio
 from steps.bedrock_validation import validate_request
 
 log = logging.getLogger(__name__)

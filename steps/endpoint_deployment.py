@@ -36,14 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core.errors import InputError
+from core.mlops_config import EndpointConfig
 from steps.endpoint_backends import (  # noqa: F401  (re-exported: the backends of this module)
     LOCAL_PLACEHOLDER_BUCKET,
     ModelDeployment,
     PlannedEndpointDeployment,
     SageMakerEndpointDeployment,
 )
-from steps.errors import InputError
-from steps.mlops_config import EndpointConfig
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +294,7 @@ def on_endpoint_package_status_change(package: Mapping[str, Any], settings: Endp
     Args:
         package: the package as ``describe_model_package`` returns it.
         settings: ``registry.endpoint``.
-        endpoint: the endpoint name (:func:`steps.mlops_config.endpoint_name`).
+        endpoint: the endpoint name (:func:`core.mlops_config.endpoint_name`).
         deployment: the backend.
         registry: where to record ``EndpointName``, ``EndpointConfigName``, ``SageMakerModelName`` and
             ``DeploymentStatus`` (``Deployed`` or ``Removed``) on the package, if given.

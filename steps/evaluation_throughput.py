@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from steps.errors import InputError
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

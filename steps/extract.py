@@ -30,14 +30,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from evaluation.embeddings import ImageEmbedder, make_embedder
-from pipeline.config import SamplingConfig, StoryboardConfig
+from core.config import SamplingConfig, StoryboardConfig
+from core.embedders import make_embedder
+from core.embeddings import ImageEmbedder
+from core.errors import InputError, NoCharacterFoundError
+from core.images import encode_image
+from core.io import atomic_open, write_bytes, write_json, write_jsonl
 from steps.crops import make_crop
 from steps.dedup import deduplicate
 from steps.detection import CharacterDetector
-from steps.errors import InputError, NoCharacterFoundError
-from steps.image_payload import encode_image
-from steps.io import atomic_open, write_bytes, write_json, write_jsonl
 from steps.progress import ProgressLog, format_duration, stage
 from steps.records import BBox, CropRecord, Detection, SampledFrame, frame_log_row
 from steps.references import REFERENCES_FOLDER, ReferenceImage, load_references, write_reference_images

@@ -23,7 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from steps import io as sio
+from core import io as sio
+from core.errors import InputError
 from steps.customization_request import (  # noqa: F401  (re-exported: the request lived here)
     DRY_RUN_PREFIX,
     PLACEHOLDER_BUCKET,
@@ -43,7 +44,6 @@ from steps.customization_request import (  # noqa: F401  (re-exported: the reque
     prepare_job,
     with_dry_run_placeholders,
 )
-from steps.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ For each character, a small classifier is trained from its reference images and 
    (the most reference-like tenth of each frame left out, since it may hold the character), and the
    other characters' references.
 4. **Classifier.** Logistic regression (scikit-learn, balanced class weights) on a descriptor of each
-   window: colour on a spatial pyramid plus HOG (:class:`evaluation.embeddings.ColorTextureDescriptor`,
+   window: colour on a spatial pyramid plus HOG (:class:`core.embeddings.ColorTextureDescriptor`,
    64 px, 8 px cells), and the colour-model shares of the window and of its centre.
 5. **Detection.** Windows of several sizes and aspect ratios slide over the frame's content (inside
    letterbox bars). A window's score is the geometric mean of the classifier's probability and the
@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from evaluation.embeddings import ColorTextureDescriptor
-from pipeline.config import DetectionConfig
+from core.config import DetectionConfig
+from core.embeddings import ColorTextureDescriptor
 from steps.boxes import iou, nms
 from steps.records import BBox, Detection, SampledFrame
 

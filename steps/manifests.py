@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from core.io import read_jsonl
 from steps.bedrock_validation import (
     ImageProbe,
     LocalImageProbe,
@@ -24,7 +25,6 @@ from steps.bedrock_validation import (
     check_training_rows,
     validate_training_rows,
 )
-from steps.io import read_jsonl
 from steps.records import CropRecord
 
 
@@ -87,7 +87,7 @@ def validate_training_manifest(path: str | Path, probe: ImageProbe | None = None
     try:
         rows = read_jsonl(path)
     except ValueError as err:
-        from steps.errors import InputError
+        from core.errors import InputError
 
         raise InputError(str(err)) from None
     probe = probe or LocalImageProbe(path.parent)

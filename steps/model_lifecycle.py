@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, StoryboardConfig
+    from core.config import AwsConfig, StoryboardConfig
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def check_configured_models(config: StoryboardConfig, bedrock: Any = None, overr
 
     Args:
         config: the validated configuration.
-        bedrock: a ``bedrock`` client; default :func:`steps.aws.client_from_config` with ``aws``
+        bedrock: a ``bedrock`` client; default :func:`core.aws.client_from_config` with ``aws``
             (else ``config.aws``).
         overrides: dotted key -> value (pipeline parameters given at ``start``).
         now: the time compared with ``endOfLifeTime`` (default: now, UTC).
@@ -298,7 +298,7 @@ def check_configured_models(config: StoryboardConfig, bedrock: Any = None, overr
     if not models:
         return {}
     if bedrock is None:
-        from steps.aws import client_from_config
+        from core.aws import client_from_config
 
         bedrock = client_from_config("bedrock", aws or config.aws)
     region = getattr(getattr(bedrock, "meta", None), "region_name", None)

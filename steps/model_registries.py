@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from steps import io as sio
+from core import io as sio
+from core.errors import InputError
 from steps.bedrock_validation import validate_request
-from steps.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Facts respected (DESIGN §5; Bedrock and Nova user guides):
   any work by :mod:`steps.model_lifecycle`;
 - image: a Converse ``image`` content block (PNG, JPEG, GIF or WebP), inline payload at most 25 MB; Nova
   rescales images to about 896 px a side anyway, so crops are sent as JPEG of at most 2,048 px a side;
-- throttling: botocore's adaptive retry mode (:func:`steps.aws.make_client`) retries inside each call.
+- throttling: botocore's adaptive retry mode (:func:`core.aws.make_client`) retries inside each call.
   botocore's ``Stubber`` bypasses that retry handler (verified: a stubbed ``ThrottlingException`` is
   raised at once), and a real client can still give up after its attempts, so the captioner adds a
   bounded retry with exponential backoff and jitter for throttling and transient server errors.
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from core.images import ImageFormat, encode_image
 from steps.captions import (
     CaptionRequest,
     CaptionResult,
@@ -46,10 +47,9 @@ from steps.captions import (
     join_names,
     validate_requests,
 )
-from steps.image_payload import ImageFormat, encode_image
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, CaptionConfig, CharacterConfig
+    from core.config import AwsConfig, CaptionConfig, CharacterConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class NovaCaptioner:
     Args:
         config: the ``captions`` settings (model ID, lengths, attempts, temperature, max tokens).
         characters: the configured characters (``caption_name``, ``description``) listed in the prompt.
-        client: a ``bedrock-runtime`` client; default :func:`steps.aws.make_client` with ``aws``.
+        client: a ``bedrock-runtime`` client; default :func:`core.aws.make_client` with ``aws``.
         aws: region, profile, retries for the default client.
         image_format: ``"jpeg"`` or ``"png"`` for the image block.
         transient_retries: extra tries of one call after a throttling or transient server error
@@ -162,7 +162,7 @@ class NovaCaptioner:
         if not 0 <= transient_retries <= 10:
             raise ValueError(f"transient_retries must be in 0..10, got {transient_retries}")
         if client is None:
-            from steps.aws import client_from_config
+            from core.aws import client_from_config
 
             client = client_from_config("bedrock-runtime", aws)
         self.client = client
@@ -306,7 +306,7 @@ class NovaCaptioner:
         ``needs_review=True``. Requests are checked before the first call.
 
         Raises:
-            steps.errors.InputError: a request without an id, image or character name.
+            core.errors.InputError: a request without an id, image or character name.
             NovaCaptionError: Bedrock refused a request for a non-transient reason (access denied,
                 unknown or bare model ID); requests not yet started are cancelled.
         """

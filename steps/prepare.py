@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import StoryboardConfig
+from core.config import StoryboardConfig
 from steps.caption import run_caption
 from steps.extract import run_extract
 

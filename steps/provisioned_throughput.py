@@ -25,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from steps import io as sio
-from steps.mlops_config import ProvisionedThroughputConfig
+from core import io as sio
+from core.mlops_config import ProvisionedThroughputConfig
 
 if TYPE_CHECKING:
     from steps.model_registries import ModelRegistry

@@ -25,8 +25,8 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from pipeline.config import CHARACTER_NAME_PATTERN, ReferenceFrame, StoryboardConfig
-from steps.errors import InputError
+from core.config import CHARACTER_NAME_PATTERN, ReferenceFrame, StoryboardConfig
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ def write_reference_images(references: dict[str, list[ReferenceImage]], folder: 
     """
     import io
 
-    from steps.io import write_bytes
+    from core.io import write_bytes
 
     count = 0
     for character, refs in references.items():

@@ -36,14 +36,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.errors import InputError
+from core.mlops_config import MODEL_PACKAGE_GROUP_PATTERN, RegistryConfig
 from steps.endpoint_deployment import (
     DeploymentAction,
     ModelDeployment,
     inference_specification,
     on_endpoint_package_status_change,
 )
-from steps.errors import InputError
-from steps.mlops_config import MODEL_PACKAGE_GROUP_PATTERN, RegistryConfig
 from steps.model_registries import (  # noqa: F401  (re-exported: the registries lived here)
     LocalModelRegistry,
     ModelRegistry,
@@ -358,7 +358,7 @@ def on_status_change(package: Mapping[str, Any], config: RegistryConfig, endpoin
     Args:
         package: the package as ``describe_model_package`` returns it.
         config: the ``registry`` section (``endpoint`` and ``provisioned_throughput``).
-        endpoint: the endpoint name (:func:`steps.mlops_config.endpoint_name`).
+        endpoint: the endpoint name (:func:`core.mlops_config.endpoint_name`).
         deployment: the endpoint backend (needed for LoRA packages).
         throughputs: the throughput backend (needed for Bedrock packages).
         registry: where the outcome is recorded on the package, if given.

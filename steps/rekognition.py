@@ -10,7 +10,7 @@ not know the film's characters. :class:`RekognitionDetector` therefore:
    source-frame pixels ``[x, y, w, h]`` (adding back the content box offset) and drops near-identical
    boxes that several labels give for one object (``Rabbit``, ``Animal``, ``Mammal``);
 3. crops each box from the source frame and embeds the crops with the configured
-   :class:`evaluation.embeddings.ImageEmbedder`;
+   :class:`core.embeddings.ImageEmbedder`;
 4. scores each crop against each character's reference embeddings: the mean of its two highest
    reference cosine similarities (the single similarity where a character has one reference), and
    assigns the best-scoring character where that score is at least ``detection.identity_threshold``
@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evaluation.embeddings import ImageEmbedder, cosine_matrix
+from core.embeddings import ImageEmbedder, cosine_matrix
+from core.errors import InputError
+from core.images import check_rgb_image, encode_image
 from steps.boxes import clip_box, iou, nms, ratio_box_to_pixels
-from steps.errors import InputError
-from steps.image_payload import check_rgb_image, encode_image
 from steps.records import BBox, Detection, SampledFrame
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, DetectionConfig
+    from core.config import AwsConfig, DetectionConfig
 
 REKOGNITION_MAX_IMAGE_BYTES = 5 * 1024 * 1024
 """Image bytes passed as an API parameter: at most 5 MB (Rekognition "Guidelines and quotas")."""
@@ -101,7 +101,7 @@ class RekognitionDetector:
         references: character name -> reference images, each ``(H, W, 3)`` uint8 RGB (at least one each).
         embedder: image embedder for references and candidate crops (local, Titan or ONNX).
         config: the ``detection`` settings.
-        client: a ``rekognition`` client; default :func:`steps.aws.make_client` with ``aws``.
+        client: a ``rekognition`` client; default :func:`core.aws.make_client` with ``aws``.
         aws: region, profile, retries for the default client.
 
     Raises:
@@ -128,7 +128,7 @@ class RekognitionDetector:
             raise ValueError(f"detection.rekognition_labels has {len(config.rekognition_labels)} names; "
                              f"DetectLabels accepts at most {REKOGNITION_MAX_LABEL_FILTERS}")
         if client is None:
-            from steps.aws import client_from_config
+            from core.aws import client_from_config
 
             client = client_from_config("rekognition", aws)
         self.client = client

@@ -18,7 +18,7 @@ from typing import Any
 
 import jinja2
 
-from steps.io import read_jsonl, write_text
+from core.io import read_jsonl, write_text
 from steps.records import CropRecord
 from steps.references import REFERENCES_FOLDER
 

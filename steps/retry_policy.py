@@ -5,7 +5,7 @@ behind the ``standard`` and ``adaptive`` retry modes, less its DynamoDB/STS spec
 codes (``ThrottlingException``, ``SlowDown``, ...), HTTP 429, transient codes and HTTP 500/502/503/504,
 connection and read-timeout errors, and errors the service model marks ``retryable``. Everything else
 (``AccessDeniedException``, a ``ValidationException`` such as a role Bedrock cannot assume,
-``ResourceNotFoundException``, our own :class:`~steps.errors.InputError`, a bug) is permanent: sending the
+``ResourceNotFoundException``, our own :class:`~core.errors.InputError`, a bug) is permanent: sending the
 request again gives the same answer.
 
 Source: botocore ``retries/standard.py``; AWS SDKs and Tools reference guide, "Retry behavior".

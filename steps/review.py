@@ -34,16 +34,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pipeline.config import NOVA_CANVAS_MAX_RECORDS, NOVA_CANVAS_MIN_RECORDS
-from steps import io as sio
+from core import io as sio
+from core.config import NOVA_CANVAS_MAX_RECORDS, NOVA_CANVAS_MIN_RECORDS
+from core.errors import InputError, TooFewRecordsError
+from core.mlops_config import AutoReviewPolicyConfig, ReviewConfig
 from steps.bedrock_validation import (
     ImageProbe,
     caption_problems,
     image_problems,
     image_ref_problems,
 )
-from steps.errors import InputError, TooFewRecordsError
-from steps.mlops_config import AutoReviewPolicyConfig, ReviewConfig
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import SamplingConfig
-from steps.errors import InputError
+from core.config import SamplingConfig
+from core.errors import InputError
 from steps.records import BBox, SampledFrame
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from moto import mock_aws
 from containers.lambda_handlers import callback_consumer
 from containers.lambda_handlers.review_handlers import on_human_loop_status
 from containers.lambda_handlers.runtime import Runtime
-from pipeline.config import parse_config
+from core.config import parse_config
 from steps.review import execution_key, loop_name
 
 ACCOUNT = "123456789012"

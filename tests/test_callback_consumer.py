@@ -18,8 +18,8 @@ from PIL import Image
 
 from containers.lambda_handlers import callback_consumer
 from containers.lambda_handlers.runtime import Runtime
-from pipeline.config import parse_config
-from steps.errors import InputError
+from core.config import parse_config
+from core.errors import InputError
 from steps.retry_policy import is_retryable
 
 ACCOUNT = "123456789012"

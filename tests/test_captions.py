@@ -11,17 +11,10 @@ import numpy as np
 import pytest
 from botocore.stub import Stubber
 
-from steps.captions import (
-    DEFAULT_SCENE,
-    Captioner,
-    CaptionRequest,
-    TemplateCaptioner,
-    join_names,
-    make_captioner,
-    truncate_caption,
-)
-from steps.errors import InputError
-from steps.image_payload import encode_image
+from core.errors import InputError
+from core.images import encode_image
+from steps.captioners import make_captioner
+from steps.captions import DEFAULT_SCENE, Captioner, CaptionRequest, TemplateCaptioner, join_names, truncate_caption
 from steps.nova_captioner import (
     SYSTEM_PROMPT,
     NovaCaptionError,
@@ -37,13 +30,13 @@ GOOD = ("Bunny stretches beside a grassy burrow in the morning sun, yawning whil
 
 
 def caption_config(**overrides):
-    from pipeline.config import CaptionConfig
+    from core.config import CaptionConfig
 
     return CaptionConfig(**overrides)
 
 
 def characters():
-    from pipeline.config import CharacterConfig
+    from core.config import CharacterConfig
 
     return [CharacterConfig(name="bunny", description="a big, round, white-grey rabbit with long ears"),
             CharacterConfig(name="sintel", display_name="Sintel", description="a young woman with a red scarf")]

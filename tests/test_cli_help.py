@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from pipeline.cli import build_parser
+from pipeline.commands.cli import build_parser
 
 # reStructuredText / Sphinx markup that reads as noise in a terminal.
 MARKUP = [

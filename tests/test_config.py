@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from storyboard_testutil import REPO
 
-from pipeline.config import ConfigError, load_config, parse_config
+from core.config import ConfigError, load_config, parse_config
 
 
 def test_project_and_demo_configurations_load():

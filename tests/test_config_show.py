@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cli import main
-from pipeline.config import StoryboardConfig, load_config, parse_config
+from core.config import StoryboardConfig, load_config, parse_config
+from core.errors import InputError
+from pipeline.commands.cli import main
 from pipeline.config_yaml import REGENERATE_COMMAND, attribute_docs, render_defaults
 from pipeline.parameters import check_overrides
-from steps.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(REPO.glob("examples/*/pipeline.yaml"))
@@ -26,7 +26,7 @@ def test_repository_pipeline_yaml_is_the_generated_defaults() -> None:
         diff = "".join(list(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
                                                  "pipeline.yaml", "generated from the models"))[:60])
         pytest.fail(f"pipeline.yaml differs from the built-in defaults of the configuration models. Change defaults "
-                    f"in the models (pipeline/config.py and the section models), then regenerate the file from the "
+                    f"in the models (core/config.py and the section models), then regenerate the file from the "
                     f"repository root with:\n\n    {REGENERATE_COMMAND}\n\n{diff}")
 
 
@@ -45,7 +45,7 @@ def test_generated_defaults_are_commented_from_the_field_descriptions() -> None:
 
 
 def test_attribute_docs_reads_shared_entries() -> None:
-    from pipeline.sagemaker_config import SageMakerConfig
+    from core.sagemaker_config import SageMakerConfig
 
     docs = attribute_docs(SageMakerConfig)
     assert docs["review_queue_url"] == docs["finetune_queue_url"]
@@ -150,7 +150,7 @@ def test_parameter_names_are_checked_with_close_matches_and_backends() -> None:
 
 
 def test_every_command_reads_the_working_folders_pipeline_yaml_without_config(tmp_path: Path, monkeypatch) -> None:
-    from pipeline.config import load_config_or_default
+    from core.config import load_config_or_default
 
     monkeypatch.chdir(tmp_path)
     assert load_config_or_default().model_dump() == StoryboardConfig().model_dump()

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionError
 from botocore.stub import Stubber
 
-from pipeline import cli
+from pipeline.commands import cli
 from pipeline.commands import sagemaker as sm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_cloud_command_without_credentials_prints_one_line_with_the_fix(no_crede
 def test_console_script_prints_no_traceback(tmp_path):
     env = empty_environment(tmp_path)
     env["PYTHONPATH"] = str(REPO)
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "status"], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, "-m", "pipeline.commands.cli", "status"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.config import CropConfig
+from core.config import CropConfig
 from steps.caption import _scene_words
 from steps.crops import crop_box, make_crop, shot_scale
 from steps.dedup import deduplicate

@@ -17,7 +17,7 @@ import pytest
 from crop_scoring import score_crops, summary_line
 from storyboard_testutil import REPO, characters_dir
 
-from pipeline.cli import main
+from pipeline.commands.cli import main
 
 SINTEL, BBB = "clips/sintel_26s.mp4", "clips/bbb_30s.mp4"
 CHARACTER = {SINTEL: "sintel", BBB: "bunny"}

@@ -15,13 +15,13 @@ import pytest
 import yaml
 from PIL import Image
 
+from core.config import load_config, parse_config
+from core.errors import InputError
+from core.sagemaker_config import resolve_settings
 from pipeline import definition as D
 from pipeline import parameters as P
-from pipeline.config import load_config, parse_config
 from pipeline.expressions import iter_gets, parse_path, walk
 from pipeline.local_runner import flatten_steps, validate_definition
-from pipeline.sagemaker_config import resolve_settings
-from steps.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
@@ -370,7 +370,7 @@ socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
-from pipeline.cli import build_parser
+from pipeline.commands.cli import build_parser
 args = build_parser().parse_args(["compile", "--config", sys.argv[1], "--out", sys.argv[2]])
 sys.exit(args.func(args))
 """

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from botocore.stub import ANY, Stubber
 
-from pipeline.cli import main
+from core.errors import InputError
+from pipeline.commands.cli import main
 from pipeline.infra import stack as stack_module
 from pipeline.infra.outputs import REQUIRED_OUTPUTS, foundation_model_id
-from steps.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 ACCOUNT = "123456789012"  # moto's account

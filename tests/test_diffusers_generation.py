@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from storyboard_testutil import MEDIA, write_random_lora
 
-from evaluation.config import EvaluationConfig
+from core.errors import InputError
+from core.evaluation_config import EvaluationConfig
 from evaluation.diffusers_generator import STAND_IN_WARNING, DiffusersGenerator, image_generators, training_summary
 from evaluation.generation import (
     GENERATION_LOG,
@@ -25,7 +26,6 @@ from evaluation.generation import (
     generate_prompt_set,
     read_generation_log,
 )
-from steps.errors import InputError
 
 REFERENCES = MEDIA / "references"
 SETTINGS = {"prompt_templates": ["{name} on a storyboard frame, wide shot"], "seeds": [3, 11],

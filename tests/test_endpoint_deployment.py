@@ -12,8 +12,10 @@ import pytest
 from botocore.stub import Stubber
 
 from containers.lambda_handlers.local import LAMBDA_HANDLERS
-from pipeline.cli import main
-from pipeline.config import parse_config
+from core.config import parse_config
+from core.errors import InputError
+from core.mlops_config import EndpointConfig, RegistryConfig, endpoint_name
+from pipeline.commands.cli import main
 from steps.bedrock_validation import request_problems
 from steps.endpoint_deployment import (
     EndpointBusyError,
@@ -26,8 +28,6 @@ from steps.endpoint_deployment import (
     model_request,
     on_endpoint_package_status_change,
 )
-from steps.errors import InputError
-from steps.mlops_config import EndpointConfig, RegistryConfig, endpoint_name
 
 ACCOUNT = "123456789012"
 GROUP = "storyboard-characters"

@@ -116,8 +116,8 @@ def _line(label: str, result: dict) -> str:
 @pytest.fixture(scope="module")
 def descriptors(real_crops) -> dict:
     """Both local descriptors' separation on the same crops (printed by the tests)."""
-    from evaluation.embeddings import ColorTextureDescriptor
-    from evaluation.layout_descriptor import LabLayoutDescriptor
+    from core.embeddings import ColorTextureDescriptor
+    from core.layout_descriptor import LabLayoutDescriptor
 
     counts = {c: len(v) for c, v in real_crops["crops"].items()}
     windows = {Path(c).name: len(v) for c, v in real_crops["backgrounds"].items()}
@@ -131,8 +131,8 @@ def descriptors(real_crops) -> dict:
 
 def test_default_local_descriptor_is_the_better_one_on_held_out_crops(descriptors):
     """The Evaluate step's local descriptor separates every character at least as well as the previous one."""
-    from evaluation.embeddings import make_embedder
-    from pipeline.config import EmbeddingConfig
+    from core.config import EmbeddingConfig
+    from core.embedders import make_embedder
 
     default = make_embedder(EmbeddingConfig(backend="local"), purpose="evaluation").name
     other = next(n for n in descriptors if n != default)
@@ -150,8 +150,8 @@ def test_default_local_descriptor_is_the_better_one_on_held_out_crops(descriptor
 def test_default_local_descriptor_reaches_the_done_when_auc(descriptors):
     """Issue 10's Done-when: AUC of the similarity to the intended character at least 0.95, for every character
     (real crops against other characters and backgrounds)."""
-    from evaluation.embeddings import make_embedder
-    from pipeline.config import EmbeddingConfig
+    from core.config import EmbeddingConfig
+    from core.embedders import make_embedder
 
     default = descriptors[make_embedder(EmbeddingConfig(backend="local"), purpose="evaluation").name]
     assert min(default["per_character"].values()) >= DONE_WHEN_AUC

@@ -13,9 +13,10 @@ from botocore.stub import Stubber
 from PIL import Image
 
 from containers.lambda_handlers.local import CALLBACK_HANDLERS
-from pipeline.config import ConfigError, parse_config
+from core.config import ConfigError, parse_config
+from core.errors import InputError, TooFewRecordsError
+from core.mlops_config import FineTuneConfig, HyperParameters
 from steps.bedrock_validation import request_problems, validate_request, validate_training_rows
-from steps.errors import InputError, TooFewRecordsError
 from steps.finetune import (
     TAG_CALLBACK_TOKEN,
     TAG_EXECUTION,
@@ -29,7 +30,6 @@ from steps.finetune import (
     outcome_of,
     parse_hyperparameters,
 )
-from steps.mlops_config import FineTuneConfig, HyperParameters
 
 ROLE = "arn:aws:iam::123456789012:role/bedrock-customization"
 EXECUTION = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/storyboard/execution/a1b2c3d4e5f6"

@@ -15,7 +15,9 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from PIL import Image
 
-from evaluation.config import DEFAULT_PROMPT_TEMPLATES, EvaluationConfig
+from core.config import AwsConfig, CharacterConfig, ConfigError, parse_config
+from core.errors import InputError
+from core.evaluation_config import DEFAULT_PROMPT_TEMPLATES, EvaluationConfig
 from evaluation.generation import (
     GENERATION_LOG,
     FolderImageGenerator,
@@ -31,8 +33,6 @@ from evaluation.generation import (
     read_generation_log,
     validate_text_image_body,
 )
-from pipeline.config import AwsConfig, CharacterConfig, ConfigError, parse_config
-from steps.errors import InputError
 
 BASE_MODEL = "amazon.nova-canvas-v1:0"
 CUSTOM_MODEL = "arn:aws:bedrock:us-east-1:123456789012:provisioned-model/abcdef123456"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from test_deploy import aws, moto_outputs_after_execute, moto_url, write_config  # noqa: F401 - fixtures
 
-from pipeline.cli import main
+from pipeline.commands.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 HANDLERS = ("callback_consumer", "finetune_handlers", "review_handlers", "reconciler", "register_model", "approval")

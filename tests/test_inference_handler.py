@@ -16,7 +16,7 @@ from PIL import Image
 from storyboard_testutil import write_random_lora
 
 from containers.inference import inference as handler
-from steps.errors import InputError
+from core.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.io import atomic_open, current_umask, write_bytes, write_json, write_jsonl, write_text
+from core.io import atomic_open, current_umask, write_bytes, write_json, write_jsonl, write_text
 
 
 @pytest.fixture

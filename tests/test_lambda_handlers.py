@@ -21,10 +21,10 @@ from containers.lambda_handlers.callbacks import output_parameters, request_toke
 from containers.lambda_handlers.finetune_handlers import answer, on_job_state_change, reconcile_jobs
 from containers.lambda_handlers.review_handlers import on_human_loop_status, reconcile_reviews
 from containers.lambda_handlers.runtime import Runtime, load_lambda_config
-from pipeline.config import parse_config
+from core.config import parse_config
+from core.errors import InputError
 from steps import approval_state
 from steps.a2i_flow import await_flow_definition_active
-from steps.errors import InputError
 from steps.finetune import TAG_ANSWERED, TAG_CALLBACK_TOKEN, JobState, job_names, outcome_of
 from steps.provisioned_throughput import ThroughputBusyError
 from steps.review import execution_key, loop_name

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from storyboard_testutil import MEDIA, fake_gate
 
+from core.config import parse_config
+from core.errors import InputError
 from pipeline import definition as D
-from pipeline.config import parse_config
 from pipeline.expressions import (
     EvaluationContext,
     ExpressionError,
@@ -32,7 +33,6 @@ from pipeline.local_runner import (
     resolve_parameters,
     validate_definition,
 )
-from steps.errors import InputError
 
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 
@@ -753,7 +753,7 @@ def test_resume_accepts_the_same_configuration_and_refuses_a_changed_one(tmp_pat
 
     path = tmp_path / "pipeline.yaml"
     path.write_text("sampling: {every_s: 0.5}\n", encoding="utf-8")
-    from pipeline.config import load_config
+    from core.config import load_config
 
     stored = json.loads(json.dumps(local_config_document(load_config(path))))
     check_resume_config(path, stored, "local-x")  # the same file: accepted

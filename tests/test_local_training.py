@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from storyboard_testutil import fake_gate
 
+from core.config import parse_config
 from pipeline import definition as D
-from pipeline.config import parse_config
 from pipeline.local_runner import PROCESSING_ROOT_ENV, LocalRunner
 from pipeline.local_training import OPT_ML_ENV, final_metrics
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.errors import InputError
+from core.errors import InputError
 from steps.lora.artifacts import read_training_log, unpack_model_artifacts
 from steps.lora.model import (
     LORA_WEIGHTS_NAME,
@@ -308,7 +308,7 @@ def test_exit_status_of_the_process_on_bad_input(tmp_path, tiny_base):
 
 
 def test_settings_defaults_and_limits():
-    from steps.lora.settings import HYPERPARAMETER_LIMITS, parse_hyperparameters
+    from core.lora_settings import HYPERPARAMETER_LIMITS, parse_hyperparameters
 
     settings = parse_hyperparameters({"sagemaker_program": "x", "seed": '"7"', "mixed_precision": "BF16"})
     assert settings.seed == 7 and settings.mixed_precision == "bf16" and settings.max_train_steps == 500

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.errors import InputError, TooFewRecordsError
 from steps.bedrock_validation import ImageInfo, LocalImageProbe, validate_training_rows
-from steps.errors import InputError, TooFewRecordsError
 from steps.manifests import image_ref, training_row, validate_training_manifest
 
 

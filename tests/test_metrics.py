@@ -17,14 +17,14 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from PIL import Image
 
+from core.config import parse_config
+from core.embeddings import ColorTextureDescriptor
+from core.errors import InputError
 from evaluation import evaluate as evaluate_module
 from evaluation import metrics as M
-from evaluation.embeddings import ColorTextureDescriptor
 from evaluation.evaluate import SCHEMA_PATH, load_schema, run_evaluation, validate_evaluation
 from evaluation.generation import GENERATION_LOG
 from pipeline.commands import evaluate as evaluate_command
-from pipeline.config import parse_config
-from steps.errors import InputError
 
 # --- metrics on hand-made embeddings ----------------------------------------------------------------------
 
@@ -314,7 +314,7 @@ def test_mismatched_embedding_dimensions(sets, tmp_path):
 
 
 def test_titan_backend_requests_and_prompt_fidelity(sets, tmp_path, aws_env):
-    from evaluation import titan
+    from core import titan_embeddings as titan
     client = boto3.client("bedrock-runtime", region_name="us-east-1")
     sent: list[dict] = []
 

@@ -12,8 +12,8 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
+from core.config import parse_config
 from pipeline.commands import sagemaker as sm
-from pipeline.config import parse_config
 from steps.model_lifecycle import (
     ModelLifecycleError,
     check_configured_models,
@@ -222,7 +222,7 @@ def test_start_checks_the_model_a_parameter_overrides_then_starts(bedrock, tmp_p
 # ----- in the first step's entry point, before any video is read ---------------------------------------------
 
 def test_extract_frames_refuses_a_legacy_model_before_any_work(bedrock, tmp_path, monkeypatch, capsys):
-    import steps.aws
+    import core.aws
     import steps.extract
     from containers.processing import extract_frames
     from containers.processing.common import run_main
@@ -235,7 +235,7 @@ def test_extract_frames_refuses_a_legacy_model_before_any_work(bedrock, tmp_path
                                                                                      "dry_run": False}}))
     (root / "input" / "videos").mkdir()
     (root / "input" / "videos" / "clip.mp4").write_bytes(b"not decoded: the check comes first")
-    monkeypatch.setattr(steps.aws, "client_from_config", lambda service, aws=None, **kw: client)
+    monkeypatch.setattr(core.aws, "client_from_config", lambda service, aws=None, **kw: client)
     calls = []
     monkeypatch.setattr(steps.extract, "run_extract", lambda *a, **kw: calls.append(a))
     assert run_main(extract_frames.main, ["--processing-root", str(root)]) == 2

@@ -15,10 +15,11 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from evaluation.embeddings import ImageEmbedder, TextImageEmbedder, make_embedder
-from evaluation.nova_embeddings import NovaEmbeddingError, NovaImageEmbedder
-from pipeline.config import ConfigError, EmbeddingConfig, parse_config
-from steps.errors import InputError
+from core.config import ConfigError, EmbeddingConfig, parse_config
+from core.embedders import make_embedder
+from core.embeddings import ImageEmbedder, TextImageEmbedder
+from core.errors import InputError
+from core.nova_embeddings import NovaEmbeddingError, NovaImageEmbedder
 
 MODEL = "amazon.nova-2-multimodal-embeddings-v1:0"
 

@@ -12,9 +12,10 @@ pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from evaluation.embeddings import ImageEmbedder, make_embedder  # noqa: E402
-from evaluation.onnx_encoder import OnnxImageEmbedder  # noqa: E402
-from steps.errors import InputError  # noqa: E402
+from core.embedders import make_embedder  # noqa: E402
+from core.embeddings import ImageEmbedder  # noqa: E402
+from core.errors import InputError  # noqa: E402
+from core.onnx_encoder import OnnxImageEmbedder  # noqa: E402
 
 OPSET = 17
 
@@ -138,7 +139,7 @@ def test_missing_onnxruntime_says_which_extra(tmp_path, monkeypatch):
 
 
 def test_make_embedder_builds_the_onnx_backend(tmp_path):
-    from pipeline.config import EmbeddingConfig as Config
+    from core.config import EmbeddingConfig as Config
 
     path = conv_encoder(tmp_path / "e.onnx")
     embedder = make_embedder(Config(backend="onnx", onnx_model_path=path, onnx_input_size=64))

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from storyboard_testutil import REPO, characters_dir
 
-from pipeline.cli import main
+from pipeline.commands.cli import main
 from pipeline.sample_media import sample_video_path
 from steps.manifests import validate_training_manifest
 

@@ -11,10 +11,10 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from containers.lambda_handlers.local import LAMBDA_HANDLERS, approve
-from pipeline.config import parse_config
+from core.config import parse_config
+from core.errors import InputError
+from core.mlops_config import ProvisionedThroughputConfig
 from steps.bedrock_validation import request_problems
-from steps.errors import InputError
-from steps.mlops_config import ProvisionedThroughputConfig
 from steps.registry import (
     BedrockProvisionedThroughputs,
     LocalModelRegistry,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from botocore.stub import ANY, Stubber
 
-from evaluation.embeddings import ColorTextureDescriptor
+from core.embeddings import ColorTextureDescriptor
+from core.errors import InputError
+from core.images import encode_image
 from steps.boxes import clip_box, iou, nms, ratio_box_to_pixels
 from steps.detection import CharacterDetector
-from steps.errors import InputError
-from steps.image_payload import encode_image
 from steps.records import Detection, SampledFrame
 
 LABELS = ["Person", "Animal", "Mammal", "Cartoon", "Toy", "Face", "Rabbit", "Bird"]
@@ -34,7 +34,7 @@ def rekognition(aws_env):
 
 
 def detection_config(**overrides):
-    from pipeline.config import DetectionConfig
+    from core.config import DetectionConfig
 
     return DetectionConfig(backend="rekognition", **overrides)
 
@@ -178,7 +178,7 @@ def test_bad_inputs_fail_before_calling_rekognition(rekognition):
 
 
 def test_default_client_uses_the_project_retry_policy(aws_env):
-    from pipeline.config import AwsConfig
+    from core.config import AwsConfig
     from steps.rekognition import RekognitionDetector
 
     detector = RekognitionDetector(synthetic_references(), ColorTextureDescriptor(), detection_config(),

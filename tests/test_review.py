@@ -17,12 +17,12 @@ from botocore.stub import ANY, Stubber
 from PIL import Image
 
 from containers.lambda_handlers.local import CALLBACK_HANDLERS
-from pipeline.config import parse_config
+from core.config import parse_config
+from core.errors import InputError, TooFewRecordsError
+from core.mlops_config import AutoReviewPolicyConfig
 from steps.a2i_template import TEMPLATE_MAX_CHARS, check_template, review_template
 from steps.bedrock_validation import LocalImageProbe, request_problems
-from steps.errors import InputError, TooFewRecordsError
 from steps.local_review import LocalHumanLoops, ReviewQueue, create_review_app, reference_images, serve_local_review
-from steps.mlops_config import AutoReviewPolicyConfig
 from steps.review import (
     A2I_MAX_INPUT_BYTES,
     AutoReviewPolicy,

@@ -27,7 +27,7 @@ from conftest import media_required
 from PIL import Image
 
 from containers.lambda_handlers.local import CALLBACK_HANDLERS
-from pipeline.config import parse_config
+from core.config import parse_config
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]

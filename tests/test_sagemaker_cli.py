@@ -14,8 +14,8 @@ import pytest
 import yaml
 from botocore.stub import ANY, Stubber
 
+from core.errors import InputError
 from pipeline.commands import sagemaker as sm
-from steps.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
@@ -64,10 +64,10 @@ def cli(*argv: str) -> int:
 
 
 def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys):
+    from core.config import load_config
+    from core.sagemaker_config import resolve_settings
     from pipeline.compile import compile_definition
-    from pipeline.config import load_config
     from pipeline.parameters import CONFIG_URI, container_config_bytes, parameter_defaults
-    from pipeline.sagemaker_config import resolve_settings
 
     path = write_config(tmp_path, role_arn=ROLE, tags={"Project": "storyboard", "Team": "story"})
     assert cli("upsert", "--config", str(path), "--no-validate-role") == 0

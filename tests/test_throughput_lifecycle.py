@@ -15,8 +15,8 @@ from botocore.stub import ANY, Stubber
 
 from containers.lambda_handlers import callback_consumer, evaluation_throughput
 from containers.lambda_handlers.runtime import Runtime
-from pipeline.config import parse_config
-from steps.errors import InputError
+from core.config import parse_config
+from core.errors import InputError
 from steps.evaluation_throughput import EvaluationThroughputs, ThroughputState, evaluation_throughput_name
 
 ACCOUNT = "123456789012"

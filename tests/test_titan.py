@@ -15,15 +15,15 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from evaluation.embeddings import TextImageEmbedder
-from evaluation.titan import (
+from core.embeddings import TextImageEmbedder
+from core.errors import InputError
+from core.titan_embeddings import (
     TITAN_MAX_IMAGE_B64_BYTES,
     TitanEmbeddingError,
     TitanImageEmbedder,
     estimate_tokens,
     truncate_for_titan,
 )
-from steps.errors import InputError
 
 
 @pytest.fixture
@@ -178,8 +178,8 @@ def test_concurrent_requests_keep_input_order():
 
 
 def test_make_embedder_builds_titan_from_config(bedrock):
-    from evaluation.embeddings import make_embedder
-    from pipeline.config import AwsConfig, EmbeddingConfig
+    from core.config import AwsConfig, EmbeddingConfig
+    from core.embedders import make_embedder
 
     client, stubber, sent = bedrock
     stubber.add_response("invoke_model", _response(np.ones(384)), EXPECTED)
@@ -192,7 +192,7 @@ def test_make_embedder_builds_titan_from_config(bedrock):
 
 
 def test_from_config_builds_its_own_client(aws_env):
-    from pipeline.config import AwsConfig, EmbeddingConfig
+    from core.config import AwsConfig, EmbeddingConfig
 
     embedder = TitanImageEmbedder.from_config(EmbeddingConfig(backend="titan"), AwsConfig(region="us-west-2"))
     assert embedder.client.meta.region_name == "us-west-2"

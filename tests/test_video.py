@@ -7,8 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline.config import SamplingConfig
-from steps.errors import InputError
+from core.config import SamplingConfig
+from core.errors import InputError
 from steps.video import detect_letterbox, probe_video, sample_frames
 
 

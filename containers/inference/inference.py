@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evaluation.config import (
+from core.evaluation_config import (
     DIFFUSERS_MAX_GUIDANCE,
     DIFFUSERS_MAX_STEPS,
     DIFFUSERS_MIN_GUIDANCE,
@@ -126,7 +126,7 @@ def model_fn(model_dir: str) -> LoadedModel:
     ``model_dir`` is ``/opt/ml/model``: the extracted ``model.tar.gz`` (or a folder holding the archive).
 
     Raises:
-        steps.errors.InputError: the base folder is not a diffusers SDXL model, or ``model_dir`` has no LoRA
+        core.errors.InputError: the base folder is not a diffusers SDXL model, or ``model_dir`` has no LoRA
             weights (the endpoint then fails its health check with this message in the log).
     """
     from steps.lora.artifacts import unpack_model_artifacts

@@ -31,7 +31,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from containers.lambda_handlers.runtime import Runtime, default_runtime
-from pipeline.sagemaker_config import ROLE_ARN_ENV
+from core.mlops_config import endpoint_name, model_package_group_name
+from core.sagemaker_config import ROLE_ARN_ENV
 from steps import approval_state
 from steps.endpoint_deployment import (
     EndpointBusyError,
@@ -39,7 +40,6 @@ from steps.endpoint_deployment import (
     cleanup_replaced,
     execution_role,
 )
-from steps.mlops_config import endpoint_name, model_package_group_name
 from steps.provisioned_throughput import ThroughputBusyError
 from steps.registry import (
     BedrockProvisionedThroughputs,

@@ -8,7 +8,7 @@ answers: the consumer stops the step's work (human loops, the Bedrock job) and a
 
 What happens to an error (:func:`handle_record`):
 
-- an error a retry cannot fix (our :class:`~steps.errors.InputError`, ``AccessDeniedException``, a Bedrock
+- an error a retry cannot fix (our :class:`~core.errors.InputError`, ``AccessDeniedException``, a Bedrock
   ``ValidationException``, a role that cannot be assumed, a bug: anything botocore's retry rules do not call
   retryable, :func:`steps.retry_policy.is_retryable`) answers ``SendPipelineExecutionStepFailure`` at once
   with the error as the reason (cut to 256 characters), and the message is consumed;
@@ -33,7 +33,7 @@ from typing import Any
 from containers.lambda_handlers import evaluation_throughput, finetune_handlers, review_handlers
 from containers.lambda_handlers.callbacks import SageMakerPipelineCallback
 from containers.lambda_handlers.runtime import Runtime, default_runtime
-from steps.errors import InputError
+from core.errors import InputError
 from steps.retry_policy import describe_error, is_retryable
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from steps.errors import InputError
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

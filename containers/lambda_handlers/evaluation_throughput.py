@@ -27,7 +27,7 @@ from botocore.exceptions import ClientError
 
 from containers.lambda_handlers.callbacks import SageMakerPipelineCallback
 from containers.lambda_handlers.runtime import Runtime, default_runtime
-from steps.errors import InputError
+from core.errors import InputError
 from steps.evaluation_throughput import (
     TAG_ANSWERED,
     TAG_CALLBACK_TOKEN,

@@ -26,12 +26,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import StoryboardConfig
-from pipeline.sagemaker_config import ROLE_ARN_ENV
-from steps import io as sio
+from core import io as sio
+from core.config import StoryboardConfig
+from core.errors import InputError
+from core.mlops_config import endpoint_name, model_package_group_name
+from core.sagemaker_config import ROLE_ARN_ENV
 from steps.bedrock_validation import LocalImageProbe
 from steps.endpoint_deployment import DeploymentAction, PlannedEndpointDeployment, execution_role
-from steps.errors import InputError
 from steps.finetune import (
     DryRunModelCustomization,
     FineTuneInputs,
@@ -41,7 +42,6 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
-from steps.mlops_config import endpoint_name, model_package_group_name
 from steps.registry import (
     ApprovalAction,
     LocalModelRegistry,

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from containers.lambda_handlers.runtime import Runtime, default_runtime
-from steps.mlops_config import model_package_group_name
+from core.mlops_config import model_package_group_name
 from steps.registry import RegistrationRequest, SageMakerModelRegistry, register_model
 
 log = logging.getLogger(__name__)

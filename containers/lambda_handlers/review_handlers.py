@@ -43,10 +43,10 @@ from containers.lambda_handlers.storage import (
     write_json,
     write_jsonl,
 )
+from core.errors import InputError
+from core.mlops_config import flow_definition_name, human_task_ui_name
 from steps.a2i_template import review_template
 from steps.bedrock_validation import ImageProbe, LocalImageProbe, S3ImageProbe
-from steps.errors import InputError
-from steps.mlops_config import flow_definition_name, human_task_ui_name
 from steps.review import (
     A2IHumanLoops,
     AutoReviewPolicy,

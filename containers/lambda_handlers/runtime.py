@@ -2,7 +2,7 @@
 
 The configuration is ``pipeline.yaml``, found through the environment variable ``STORYBOARD_CONFIG``
 (a path or an ``s3://`` URI), else ``$LAMBDA_TASK_ROOT/pipeline.yaml`` (the image copies it there),
-else the defaults. Clients come from :func:`steps.aws.make_client` (adaptive retries) in the
+else the defaults. Clients come from :func:`core.aws.make_client` (adaptive retries) in the
 configured region; tests inject their own (moto or Stubber) through ``Runtime(clients=...)``.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import StoryboardConfig, load_config
-from steps.aws import client_from_config, make_client
+from core.aws import client_from_config, make_client
+from core.config import StoryboardConfig, load_config
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The handlers read manifests and write reviewed manifests, review state and dry-run requests through
 :class:`ObjectStore`, so the same code runs on AWS and against local folders. Local writes are atomic
-(``steps.io``); S3 ``put_object`` is atomic per object.
+(``core.io``); S3 ``put_object`` is atomic per object.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from steps import io as sio
-from steps.errors import InputError
-from steps.io import parse_jsonl
+from core import io as sio
+from core.errors import InputError
+from core.io import parse_jsonl
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

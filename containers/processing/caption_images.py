@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     shards = find_shards(root / "input" / "extract")
     if not shards:
-        from steps.errors import InputError
+        from core.errors import InputError
 
         raise InputError(f"no ExtractFrames shard (a folder with crops.jsonl) under {root / 'input' / 'extract'}")
     prefix = optional(args.image_uri_prefix)
@@ -86,7 +86,7 @@ def merge_frame_logs(shards: list[Path], target: Path) -> int:
     """Concatenate the shards' ``frames.jsonl`` (each sampled frame's raw detection scores) into ``target``,
     atomically, so the training-set report draws the detection-score chart as ``storyboard prepare``'s does.
     Returns the number of frames; writes nothing when no shard has the file."""
-    from steps.io import atomic_open
+    from core.io import atomic_open
 
     sources = [shard / "frames.jsonl" for shard in shards if (shard / "frames.jsonl").is_file()]
     if not sources:

@@ -1,6 +1,6 @@
 """Shared plumbing of the processing entry points: paths, host identity, configuration, exit codes.
 
-Exit codes: 0 success; 2 bad input (``steps.errors.InputError`` or an invalid configuration; the message
+Exit codes: 0 success; 2 bad input (``core.errors.InputError`` or an invalid configuration; the message
 is printed without a traceback); 1 any other error (with its traceback). SageMaker shows the job's
 failure reason and CloudWatch log; the local runner keeps the output in ``<step>/step.log``.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 PROCESSING_ROOT = Path("/opt/ml/processing")
 PROCESSING_ROOT_ENV = "STORYBOARD_PROCESSING_ROOT"
@@ -67,13 +67,13 @@ def load_step_config(folder: Path, overrides: Mapping[str, Any] | None = None) -
     result is validated again, so an out-of-range parameter fails here with the key's name.
 
     Raises:
-        steps.errors.InputError: no configuration file in ``folder``.
-        pipeline.config.ConfigError: the file or an override is invalid.
+        core.errors.InputError: no configuration file in ``folder``.
+        core.config.ConfigError: the file or an override is invalid.
     """
     import yaml
 
-    from pipeline.config import parse_config
-    from steps.errors import InputError
+    from core.config import parse_config
+    from core.errors import InputError
 
     found = [folder / name for name in CONFIG_NAMES if (folder / name).is_file()]
     if not found:
@@ -109,8 +109,8 @@ def to_json(result: Any) -> Any:
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
     """Run an entry point's ``main`` with logging set up and the exit-code convention of this module."""
-    from pipeline.config import ConfigError
-    from steps.errors import InputError
+    from core.config import ConfigError
+    from core.errors import InputError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

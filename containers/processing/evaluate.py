@@ -60,10 +60,10 @@ def download_prefix(uri: str, dest: Path, region: str | None = None) -> Path:
     """Copy every object under the S3 prefix ``uri`` into ``dest`` (keys relative to the prefix); return ``dest``.
 
     Raises:
-        steps.errors.InputError: no object under the prefix.
+        core.errors.InputError: no object under the prefix.
     """
-    from steps.aws import make_client
-    from steps.errors import InputError
+    from core.aws import make_client
+    from core.errors import InputError
 
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     s3 = make_client("s3", region=region)
@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                              "ProvisionedModelArn); overrides evaluation.custom_model_id")
     args = parser.parse_args(argv)
 
-    from steps.errors import InputError
-    from steps.io import write_json, write_text
+    from core.errors import InputError
+    from core.io import write_json, write_text
 
     root = processing_root(args.processing_root)
     config = load_step_config(root / "input" / "config", {
@@ -207,9 +207,9 @@ def _character_names(config: Any, references: Path) -> list[str]:
     """The configured characters, else the reference folders' names.
 
     Raises:
-        steps.errors.InputError: neither gives a character.
+        core.errors.InputError: neither gives a character.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     names = [c.name for c in config.characters]
     if not names and references.is_dir():
@@ -233,11 +233,11 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
         ``(finetuned images, base images, the model block, the training log rows)``.
 
     Raises:
-        steps.errors.InputError: a missing or unusable input (the message names it and the fix).
+        core.errors.InputError: a missing or unusable input (the message names it and the fix).
     """
+    from core.errors import InputError
     from evaluation.diffusers_generator import DiffusersGenerator, describe_model
     from evaluation.generation import build_requests, generate_prompt_set
-    from steps.errors import InputError
     from steps.lora.artifacts import TRAINING_CONFIG, read_training_log, unpack_model_artifacts
     from steps.lora.model import check_base_model
 
@@ -301,11 +301,11 @@ def generate_images(config: Any, references: Path, work: Path, custom_model_arn:
     """Generate the prompt set with the base and the fine-tuned model into ``work/base`` and ``work/finetuned``.
 
     Raises:
-        steps.errors.InputError: no provisioned throughput for the fine-tuned model is configured, or no
+        core.errors.InputError: no provisioned throughput for the fine-tuned model is configured, or no
             character to generate (checked before any request is sent).
     """
+    from core.errors import InputError
     from evaluation.generation import NovaCanvasGenerator, build_requests, generate_prompt_set
-    from steps.errors import InputError
 
     model = config.evaluation.custom_model_id
     if not model:

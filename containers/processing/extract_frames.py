@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     videos = find_videos(root / "input" / "videos")
     if not videos:
         if len(hosts) > 1:
-            from steps.io import write_json
+            from core.io import write_json
 
             write_json(out_dir / "shard.json", {"host": host, "hosts": hosts, "videos": []})
             print(f"{host}: no video in this shard ({len(hosts)} instances); nothing to do")
             return 0
-        from steps.errors import InputError
+        from core.errors import InputError
 
         raise InputError(f"no video under {root / 'input' / 'videos'} (suffixes: {', '.join(VIDEO_SUFFIXES)}); "
                          "check InputVideosS3Uri")

@@ -2,7 +2,7 @@
 
 Layout (``<root>`` is ``/opt/ml`` unless ``$STORYBOARD_OPT_ML`` moves it):
 
-- ``<root>/input/config/hyperparameters.json``: string values (:mod:`steps.lora.settings`);
+- ``<root>/input/config/hyperparameters.json``: string values (:mod:`core.lora_settings`);
 - ``<root>/input/data/train/``: the CaptionImages dataset (``train.jsonl``, ``crops/``, ``manifest.jsonl``);
 - ``<root>/input/data/review/`` (optional): the HumanReview output; its manifest is then the training set;
 - ``<root>/input/data/base_model/``: a diffusers Stable Diffusion XL folder;
@@ -37,9 +37,9 @@ def read_hyperparameters(path: Path) -> dict:
     """The hyperparameters file as a dict (``{}`` when absent).
 
     Raises:
-        steps.errors.InputError: the file is not a JSON object.
+        core.errors.InputError: the file is not a JSON object.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     if not path.is_file():
         return {}
@@ -69,7 +69,7 @@ def main(root: Path | None = None) -> int:
 def _write_failure(root: Path, message: str) -> None:
     """``<root>/output/failure``: SageMaker shows its text as the job's FailureReason."""
     try:
-        from steps.io import write_text
+        from core.io import write_text
 
         write_text(root / "output" / "failure", message[:4000] + "\n")
     except OSError as err:  # the message still reaches stderr
@@ -78,7 +78,7 @@ def _write_failure(root: Path, message: str) -> None:
 
 def run() -> int:
     """:func:`main` with logging and the exit-code convention (2 bad input, 1 other failure)."""
-    from steps.errors import InputError
+    from core.errors import InputError
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -10,7 +10,7 @@ from typing import Any
 
 SHOW_DESCRIPTION = """\
 Print the effective configuration as YAML, each value followed by where it came from:
-  default            the built-in default (the models in pipeline/config.py; the repository's
+  default            the built-in default (the models in core/config.py; the repository's
                      pipeline.yaml lists them all)
   file <name>        the --config file names it
   env $NAME          an environment variable overrides it ($STORYBOARD_ROLE_ARN, $STORYBOARD_BUCKET)
@@ -63,7 +63,7 @@ def cmd_defaults(args: argparse.Namespace) -> int:
 def _read_mapping(path: Path) -> dict[str, Any]:
     import yaml
 
-    from pipeline.config import ConfigError
+    from core.config import ConfigError
 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -76,10 +76,10 @@ def parameter_lines(config: Any, overrides: dict[str, str]) -> list[str]:
     """Commented lines ``# Name: value  (source)`` for every parameter of the pipeline ``config`` compiles to.
 
     Raises:
-        steps.errors.InputError: an unknown parameter name or a bad value in ``overrides``.
+        core.errors.InputError: an unknown parameter name or a bad value in ``overrides``.
     """
+    from core.sagemaker_config import resolve_settings
     from pipeline.parameters import check_overrides, parameter_defaults, specs_for
-    from pipeline.sagemaker_config import resolve_settings
 
     specs = specs_for(config.finetune.backend)
     checked = check_overrides(overrides, known={s.name: s.type for s in specs})
@@ -98,7 +98,7 @@ def parameter_lines(config: Any, overrides: dict[str, str]) -> list[str]:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the effective configuration with each value's source, then the parameters."""
-    from pipeline.config import DEFAULT_CONFIG_FILE, load_config
+    from core.config import DEFAULT_CONFIG_FILE, load_config
     from pipeline.config_yaml import render_effective
     from pipeline.parameters import parse_assignments
 

@@ -76,7 +76,7 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
     Folders that are no character (``dropped/``, names starting with ``.`` or ``_``) are left out with a warning.
 
     Raises:
-        steps.errors.InputError: a frame region names no video and no ``--video`` was given, or another
+        core.errors.InputError: a frame region names no video and no ``--video`` was given, or another
             reference problem (:func:`steps.references.load_references`).
     """
     import shutil
@@ -112,8 +112,8 @@ def resolve_references(references: Path, out: Path, config: object, videos: list
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """``storyboard evaluate``: returns 0 (the gate's status is in evaluation.json, not the exit code)."""
+    from core.config import load_config_or_default
     from evaluation.evaluate import run_evaluation
-    from pipeline.config import load_config_or_default
 
     config = load_config_or_default(args.config)
     overrides = {key: value for key, value in (("min_character_similarity", args.min_character_similarity),
@@ -121,7 +121,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                                ("max_near_copy_rate", args.max_near_copy_rate),
                                                ("min_calibration_auc", args.min_calibration_auc)) if value is not None}
     if overrides:
-        from evaluation.config import EvaluationConfig
+        from core.evaluation_config import EvaluationConfig
 
         evaluation = EvaluationConfig.model_validate({**config.evaluation.model_dump(), **overrides})
         config = config.model_copy(update={"evaluation": evaluation})
@@ -147,14 +147,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     """``storyboard generate``: returns 0, or 1 when no image at all was generated."""
+    from core.config import load_config_or_default
+    from core.errors import InputError
     from evaluation.generation import (
         FolderImageGenerator,
         NovaCanvasGenerator,
         build_requests,
         generate_prompt_set,
     )
-    from pipeline.config import load_config_or_default
-    from steps.errors import InputError
 
     config = load_config_or_default(args.config)
     characters = [config.character(name) for name in args.characters] if args.characters else config.characters

@@ -10,6 +10,7 @@ compiled as ``storyboard compile`` does and run by :class:`pipeline.local_runner
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -17,7 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
+
+# The local Lambda and callback handlers, loaded by name as Lambda loads a handler string: the command line
+# sits below the containers' adapters in the layers and never imports them directly.
+LOCAL_HANDLERS_MODULE = "containers.lambda_handlers.local"
 
 log = logging.getLogger(__name__)
 
@@ -105,18 +110,18 @@ def load_local_handlers(register_function_arn: str | None = None) -> tuple[dict[
     (``register_function_arn``, whose name follows the project name) is mapped to the register handler.
     """
     try:
-        from containers.lambda_handlers.local import CALLBACK_HANDLERS, LAMBDA_HANDLERS
+        handlers = importlib.import_module(LOCAL_HANDLERS_MODULE)
     except ImportError as err:
         return {}, {}, f"{type(err).__name__}: {err}"
-    lambdas = dict(LAMBDA_HANDLERS)
+    lambdas = dict(handlers.LAMBDA_HANDLERS)
     if register_function_arn and REGISTER_HANDLER in lambdas:
         name = register_function_arn.split(":function:", 1)[-1].split(":", 1)[0]
         lambdas.setdefault(name, lambdas[REGISTER_HANDLER])
-    return dict(CALLBACK_HANDLERS), lambdas, None
+    return dict(handlers.CALLBACK_HANDLERS), lambdas, None
 
 
 def _load_config(path: Path | None) -> Any:
-    from pipeline.config import load_config_or_default
+    from core.config import load_config_or_default
 
     return load_config_or_default(path)
 
@@ -201,7 +206,7 @@ def check_ranges(values: dict[str, Any]) -> None:
     any step runs: a value SageMaker would accept but a step would refuse hours later is refused now.
 
     Raises:
-        steps.errors.InputError: naming the parameter and its range.
+        core.errors.InputError: naming the parameter and its range.
     """
     from pipeline.parameters import SPECS_BY_NAME, coerce_value
 
@@ -242,12 +247,12 @@ def check_resume_config(config_path: Path | None, stored: dict[str, Any], execut
     ``--config`` the stored configuration is used.
 
     Raises:
-        steps.errors.InputError: ``--config`` differs from the execution's configuration.
-        pipeline.config.ConfigError: ``--config`` is not a valid configuration.
+        core.errors.InputError: ``--config`` differs from the execution's configuration.
+        core.config.ConfigError: ``--config`` is not a valid configuration.
     """
     if config_path is None:
         return
-    from pipeline.config import load_config
+    from core.config import load_config
 
     changed = changed_keys(stored, local_config_document(load_config(config_path)))
     if not changed:
@@ -263,7 +268,7 @@ def with_review_page(config: Any, overrides: dict[str, Any]) -> tuple[Any, dict[
     """``--review-page``: the configuration with ``review.local_review_page`` on and ``ReviewMode=a2i``.
 
     Raises:
-        steps.errors.InputError: ``--param ReviewMode`` names another mode.
+        core.errors.InputError: ``--param ReviewMode`` names another mode.
     """
     mode = str(overrides.get("ReviewMode", "a2i")).strip().lower()
     if mode != "a2i":
@@ -288,7 +293,7 @@ def run_local(args: argparse.Namespace) -> int:
             raise InputError("--resume runs an execution again with the parameters it started with; do not combine "
                              "it with --param, --video, --characters, --base-model, --evaluation-images or "
                              "--execution-id (start a new execution to change them)")
-        from pipeline.config import parse_config
+        from core.config import parse_config
 
         run_dir = runs_dir / args.resume
         config_file = run_dir / "inputs" / "config" / "pipeline.json"
@@ -301,9 +306,9 @@ def run_local(args: argparse.Namespace) -> int:
         runner = LocalRunner.resume(run_dir, config=config, **_handlers(_register_arn(definition)))
         print(f"resuming {runner.execution_id} in {run_dir}")
     else:
+        from core.io import write_json
+        from core.sagemaker_config import resolve_settings
         from pipeline.compile import compile_definition
-        from pipeline.sagemaker_config import resolve_settings
-        from steps.io import write_json
 
         config = _load_config(args.config)
         settings = resolve_settings(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.config import load_config_or_default
+from core.config import load_config_or_default
 from steps.extract import sampling_for
 
 

@@ -21,10 +21,13 @@ Exit status: 0 done; 2 bad input (no such package, a refused request).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from pipeline.commands.local import LOCAL_HANDLERS_MODULE
 
 APPROVE_DESCRIPTION = """\
 Approve or reject a model package; an approval deploys it, a rejection removes its deployment.
@@ -64,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _config(path: Path | None) -> Any:
-    from pipeline.config import load_config
+    from core.config import load_config
 
     if path is None and Path("pipeline.yaml").is_file():
         path = Path("pipeline.yaml")
@@ -76,7 +79,9 @@ def run_approve(args: argparse.Namespace) -> int:
     status = "Rejected" if args.reject else "Approved"
     config = _config(args.config)
     if args.local:
-        from containers.lambda_handlers.local import approve, deployments_folder, local_registry_path
+        local = importlib.import_module(LOCAL_HANDLERS_MODULE)
+        approve, deployments_folder, local_registry_path = (
+            local.approve, local.deployments_folder, local.local_registry_path)
 
         runs = args.runs.expanduser().resolve()
         action = approve(args.model_package_arn, status, runs, config)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 STACK_HELP = ("CloudFormation stack of 'storyboard deploy' whose outputs name the role, bucket, images, queue and "
@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # ----- helpers ----------------------------------------------------------------------------------------
 
 def _config(args: argparse.Namespace) -> Any:
-    from pipeline.config import load_config
+    from core.config import load_config
 
     path = args.config
     if path is None and Path("pipeline.yaml").is_file():
@@ -133,7 +133,7 @@ def boto_session(args: argparse.Namespace, config: Any) -> Any:
 
 def sagemaker_client(session: Any, config: Any) -> Any:
     """The SageMaker client of ``session`` with the project's retry policy (adaptive retries)."""
-    from steps.aws import client_config
+    from core.aws import client_config
 
     return session.client("sagemaker", config=client_config(read_timeout_s=60, max_attempts=config.aws.max_attempts))
 
@@ -173,7 +173,7 @@ def with_stack_outputs(args: argparse.Namespace, config: Any, session: Any) -> A
 
 
 def _pipeline_name(config: Any) -> str:
-    from pipeline.sagemaker_config import resolve_settings
+    from core.sagemaker_config import resolve_settings
 
     return resolve_settings(config).pipeline_name
 
@@ -254,9 +254,9 @@ def _timestamp(value: Any) -> str:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     """Compile the definition offline and write it (sorted JSON); warn about placeholder names."""
+    from core.io import write_text
+    from core.sagemaker_config import resolve_settings
     from pipeline.compile import compile_definition, definition_to_json
-    from pipeline.sagemaker_config import resolve_settings
-    from steps.io import write_text
 
     config = _config(args)
     settings = resolve_settings(config, role_arn=args.role_arn, bucket=args.bucket)
@@ -280,7 +280,7 @@ def upload_container_config(session: Any, config: Any, settings: Any, configured
     does; a configured bucket must exist.
 
     Raises:
-        steps.errors.InputError: a configured bucket does not exist.
+        core.errors.InputError: a configured bucket does not exist.
     """
     from botocore.exceptions import ClientError
 
@@ -306,9 +306,9 @@ def upload_container_config(session: Any, config: Any, settings: Any, configured
 
 def cmd_upsert(args: argparse.Namespace) -> int:
     """Upload the configuration, then create or update the pipeline (SDK ``Pipeline.upsert``)."""
+    from core.sagemaker_config import BUCKET_ENV, resolve_settings
     from pipeline.compile import build_pipeline, quiet_sdk
     from pipeline.definition import pipeline_description
-    from pipeline.sagemaker_config import BUCKET_ENV, resolve_settings
 
     config = _config(args)
     session = boto_session(args, config)
@@ -355,7 +355,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     config = with_stack_outputs(args, config, session)
     name = _pipeline_name(config)
     overrides = parse_assignments(args.param)
-    from steps.aws import client_config
+    from core.aws import client_config
     from steps.model_lifecycle import check_configured_models  # LEGACY / end-of-life models: refused before any work
 
     check_configured_models(config, session.client("bedrock", config=client_config(60, config.aws.max_attempts)),

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from steps.errors import InputError
+from core.errors import InputError
 
 TEMPLATE_PATH = Path(__file__).with_name("template.yaml")
 TEMPLATE_BODY_MAX_BYTES = 51_200  # CloudFormation quotas: template body size in a request

@@ -12,7 +12,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 IMAGES = (
     ("processing", "containers/processing/Dockerfile", "ProcessingRepositoryUri"),

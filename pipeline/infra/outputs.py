@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from steps.errors import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 # Output key -> what it configures; the outputs `upsert` cannot do without.
 REQUIRED_OUTPUTS = {
@@ -129,7 +129,7 @@ def lambda_config_yaml(config: StoryboardConfig) -> str:
     Raises:
         InputError: the dump does not load back as a valid configuration (a bug, caught before upload).
     """
-    from pipeline.config import parse_config
+    from core.config import parse_config
     from pipeline.parameters import container_config
 
     data = container_config(config)

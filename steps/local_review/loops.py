@@ -4,7 +4,7 @@
 Layout, one folder per loop: ``<folder>/<loop>/input.json`` (the ``InputContent`` given to
 :meth:`LocalHumanLoops.start`), ``<folder>/<loop>/output.json`` (a reviewer's answer, in A2I's
 ``output.json`` format: ``humanAnswers[].answerContent`` and the echoed ``inputContent``; DESIGN §5) and
-``<folder>/<loop>/stopped.json``. Every file is written atomically (``steps.io``), so a reader never sees a
+``<folder>/<loop>/stopped.json``. Every file is written atomically (``core.io``), so a reader never sees a
 half-written answer.
 """
 
@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from steps import io as sio
-from steps.errors import InputError
+from core import io as sio
+from core.errors import InputError
 from steps.review import LoopStatus
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from werkzeug.serving import WSGIRequestHandler, get_sockaddr, make_server, select_address_family
 
-from steps.errors import InputError
+from core.errors import InputError
 from steps.local_review.loops import LocalHumanLoops
 from steps.local_review.page import ReviewQueue, create_review_app, reference_images
 

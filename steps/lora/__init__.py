@@ -1,6 +1,6 @@
 """LoRA fine-tune of Stable Diffusion XL (diffusers + peft): the FineTune step's logic, SageMaker-agnostic.
 
-Modules, in diffusers' order: :mod:`~steps.lora.settings` (hyperparameters, no torch),
+Modules, in diffusers' order: :mod:`~core.lora_settings` (hyperparameters, no torch),
 :mod:`~steps.lora.data` (manifest -> dataset), :mod:`~steps.lora.model` (base model, stand-in, adapter),
 :mod:`~steps.lora.loop` (training, checkpoints, resume), :mod:`~steps.lora.export` (weights and summary),
 :mod:`~steps.lora.artifacts` (reading ``model.tar.gz``). :func:`run_lora_training` chains them; importing
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError
-from steps.lora.settings import HYPERPARAMETER_DEFAULTS, HYPERPARAMETER_LIMITS, LoraSettings, parse_hyperparameters
+from core.errors import InputError
+from core.lora_settings import HYPERPARAMETER_DEFAULTS, HYPERPARAMETER_LIMITS, LoraSettings, parse_hyperparameters
 
 __all__ = ["HYPERPARAMETER_DEFAULTS", "HYPERPARAMETER_LIMITS", "LoraSettings", "parse_hyperparameters",
            "run_lora_training"]

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
 from steps.lora.model import LORA_WEIGHTS_NAME
 
 MODEL_ARCHIVE = "model.tar.gz"
@@ -83,7 +83,7 @@ def read_training_log(folder: str | Path) -> list[dict[str, Any]]:
     Raises:
         InputError: the file is missing or a line is not a JSON object.
     """
-    from steps.io import read_jsonl
+    from core.io import read_jsonl
 
     path = Path(folder) / TRAINING_LOG
     if not path.is_file():

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError, TooFewRecordsError
-from steps.lora.settings import CAPTION_TOKEN_LIMIT
+from core.errors import InputError, TooFewRecordsError
+from core.lora_settings import CAPTION_TOKEN_LIMIT
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -98,7 +98,7 @@ def resolve_image(ref: str, train_dir: Path, manifest_dir: Path) -> Path | None:
 
 def _characters_by_file(*folders: Path) -> dict[str, str]:
     """File name -> character from the labelling manifests (``manifest.jsonl``, ``reviewed_manifest.jsonl``)."""
-    from steps.io import read_jsonl
+    from core.io import read_jsonl
 
     names: dict[str, str] = {}
     for folder in folders:
@@ -121,7 +121,7 @@ def load_records(manifest: str | Path, train_dir: str | Path,
     """
     from PIL import Image
 
-    from steps.io import read_jsonl
+    from core.io import read_jsonl
 
     manifest, train_dir = Path(manifest), Path(train_dir)
     folders = [train_dir] + ([Path(review_dir)] if review_dir and Path(review_dir).is_dir() else [])

@@ -13,12 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.io import write_json, write_jsonl, write_text
+from core.io import write_json, write_jsonl, write_text
 from steps.lora.model import LORA_WEIGHTS_NAME
 
 if TYPE_CHECKING:
+    from core.lora_settings import LoraSettings
     from steps.lora.model import BaseModelInfo
-    from steps.lora.settings import LoraSettings
 
 TRAINING_CONFIG = "training_config.json"
 TRAINING_LOG = "training_log.jsonl"

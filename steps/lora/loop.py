@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steps.errors import InputError
-from steps.io import write_json
+from core.errors import InputError
+from core.io import write_json
+from core.lora_settings import ADAM_BETAS, ADAM_EPSILON, ADAM_WEIGHT_DECAY, MAX_GRAD_NORM, LoraSettings
 from steps.lora.data import ImageCaptionDataset, TrainRecord, tokenize
 from steps.lora.model import Components, add_unet_lora
-from steps.lora.settings import ADAM_BETAS, ADAM_EPSILON, ADAM_WEIGHT_DECAY, MAX_GRAD_NORM, LoraSettings
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")

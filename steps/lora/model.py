@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
     import torch

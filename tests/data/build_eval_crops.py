@@ -44,7 +44,7 @@ NO_CHARACTER_CLIPS = {"bunny": "clips/bbb_10s_nochar_720p.mp4"}
 
 def _shots_and_frames(clip: Path) -> tuple[dict[int, int], dict[int, np.ndarray], list[int]]:
     """Shot number and RGB frame per whole second of ``clip``, and its content box ``[x, y, w, h]``."""
-    from pipeline.config import SamplingConfig
+    from core.config import SamplingConfig
     from steps.video import estimate_content_box, probe_video, sample_frames
 
     config = SamplingConfig(mode="interval", every_s=1.0)

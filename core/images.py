@@ -15,7 +15,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from steps.errors import InputError
+from core.errors import InputError
 
 ImageFormat = Literal["jpeg", "png"]
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from steps.errors import InputError
+from core.errors import InputError
 
 # name -> (min, max), inclusive. Integers unless named in FLOAT_HYPERPARAMETERS.
 HYPERPARAMETER_LIMITS: dict[str, tuple[float, float]] = {

@@ -1,8 +1,8 @@
 """A local descriptor of a character's colour layout and shape: where each colour sits, not only which colours.
 
 :class:`LabLayoutDescriptor` is the Evaluate step's default local backend (``embeddings.backend: local``,
-:func:`evaluation.embeddings.make_embedder` with ``purpose="evaluation"``). Held against
-:class:`evaluation.embeddings.ColorTextureDescriptor` (colour on a 1x1 + 2x2 pyramid plus HOG) on the real crops of
+:func:`core.embeddings.make_embedder` with ``purpose="evaluation"``). Held against
+:class:`core.embeddings.ColorTextureDescriptor` (colour on a 1x1 + 2x2 pyramid plus HOG) on the real crops of
 ``tests/data/eval_crops.json`` (crops from shots without a reference frame, against the other character's crops and
 background windows of both films), its one-vs-rest AUCs were bunny 0.998 and Sintel 0.929, against 0.977 and 0.907
 (``tests/test_evaluate_real.py`` prints both). Neither reaches 0.95 for Sintel, whose held-out crops are blurred

@@ -99,7 +99,7 @@ def parse_jsonl(text: str, source: str = "JSON Lines") -> list[dict[str, Any]]:
     Raises:
         InputError: a line is not a JSON object; the message names ``source`` and the line number.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     rows: list[dict[str, Any]] = []
     for lineno, line in enumerate(text.splitlines(), 1):

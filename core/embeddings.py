@@ -4,10 +4,10 @@ Backends (chosen by ``embeddings.backend`` in ``pipeline.yaml``, see :func:`make
 
 - ``local``: :class:`ColorTextureDescriptor`, a classical descriptor (colour histograms on a spatial
   pyramid plus histograms of oriented gradients), deterministic and offline; the Evaluate step uses
-  :class:`evaluation.layout_descriptor.LabLayoutDescriptor` (CIELAB colour layout on a 3-level grid plus HOG).
-- ``titan``: Amazon Titan Multimodal Embeddings G1 through Bedrock (:mod:`evaluation.titan`).
-- ``nova``: Amazon Nova Multimodal Embeddings through Bedrock, us-east-1 (:mod:`evaluation.nova_embeddings`).
-- ``onnx``: a user-supplied ONNX image encoder run by onnxruntime (:mod:`evaluation.onnx_encoder`).
+  :class:`core.layout_descriptor.LabLayoutDescriptor` (CIELAB colour layout on a 3-level grid plus HOG).
+- ``titan``: Amazon Titan Multimodal Embeddings G1 through Bedrock (:mod:`core.titan_embeddings`).
+- ``nova``: Amazon Nova Multimodal Embeddings through Bedrock, us-east-1 (:mod:`core.nova_embeddings`).
+- ``onnx``: a user-supplied ONNX image encoder run by onnxruntime (:mod:`core.onnx_encoder`).
 
 Every backend returns L2-normalised float32 rows, so the cosine similarity of two images is the dot
 product of their rows (DESIGN §5: "Normalise vectors before cosine similarity").
@@ -23,7 +23,7 @@ import numpy as np
 from skimage.feature import hog
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, EmbeddingConfig
+    pass
 
 
 @runtime_checkable
@@ -148,41 +148,3 @@ class ColorTextureDescriptor:
         if len(images) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self.embed_image(img) for img in images])
-
-
-def make_embedder(config: EmbeddingConfig, aws: AwsConfig | None = None, client=None,
-                  purpose: str = "extraction") -> ImageEmbedder:
-    """Build the embedding backend named by ``config.backend``.
-
-    ``client`` overrides the ``bedrock-runtime`` client of the Titan and Nova backends (tests pass a stubbed one).
-    ``purpose`` picks the ``local`` descriptor: ``"extraction"`` (ExtractFrames' de-duplication, whose thresholds
-    were tuned on it): :class:`ColorTextureDescriptor`; ``"evaluation"`` (the Evaluate step):
-    :class:`evaluation.layout_descriptor.LabLayoutDescriptor`, which separates held-out real crops of each
-    character from the rest of its film better (see that module for the figures).
-
-    Raises:
-        ValueError: an unknown backend, or ``onnx`` without a model path.
-    """
-    if purpose not in ("extraction", "evaluation"):
-        raise ValueError(f"unknown purpose {purpose!r}; use extraction or evaluation")
-    if config.backend == "local":
-        if purpose == "evaluation":
-            from evaluation.layout_descriptor import LabLayoutDescriptor
-
-            return LabLayoutDescriptor()
-        return ColorTextureDescriptor()
-    if config.backend == "titan":
-        from evaluation.titan import TitanImageEmbedder
-
-        return TitanImageEmbedder.from_config(config, aws, client=client)
-    if config.backend == "nova":
-        from evaluation.nova_embeddings import NovaImageEmbedder
-
-        return NovaImageEmbedder.from_config(config, aws, client=client)
-    if config.backend == "onnx":
-        from evaluation.onnx_encoder import OnnxImageEmbedder
-
-        if not config.onnx_model_path:
-            raise ValueError("embeddings.backend 'onnx' needs embeddings.onnx_model_path")
-        return OnnxImageEmbedder(config.onnx_model_path, input_size=config.onnx_input_size)
-    raise ValueError(f"unknown embeddings.backend {config.backend!r}; use local, titan, nova or onnx")

@@ -1,4 +1,4 @@
-"""A user-supplied ONNX image encoder run by onnxruntime on CPU, as an :class:`evaluation.embeddings.ImageEmbedder`.
+"""A user-supplied ONNX image encoder run by onnxruntime on CPU, as an :class:`core.embeddings.ImageEmbedder`.
 
 Use it to plug in a learned encoder (for example a DINOv2 or CLIP image tower exported to ONNX) without
 adding a deep-learning framework to the processing image. Needs the ``onnx`` extra
@@ -24,9 +24,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from evaluation.embeddings import normalize_rows
-from steps.errors import InputError
-from steps.image_payload import check_rgb_image
+from core.embeddings import normalize_rows
+from core.errors import InputError
+from core.images import check_rgb_image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -17,9 +17,9 @@ import argparse
 import logging
 import sys
 
+from core.config import ConfigError
+from core.errors import InputError
 from pipeline.commands import config, deploy, evaluate, images, local, prepare, registry, sagemaker
-from pipeline.config import ConfigError
-from steps.errors import InputError
 
 COMMAND_MODULES = (prepare, evaluate, sagemaker, deploy, images, local, registry, config)
 

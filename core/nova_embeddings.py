@@ -1,4 +1,4 @@
-"""Amazon Nova Multimodal Embeddings on Bedrock as an :class:`evaluation.embeddings.ImageEmbedder`.
+"""Amazon Nova Multimodal Embeddings on Bedrock as an :class:`core.embeddings.ImageEmbedder`.
 
 Request and response (Amazon Nova user guide, "Complete embeddings request and response schema",
 synchronous ``InvokeModel`` on ``amazon.nova-2-multimodal-embeddings-v1:0``, offered in us-east-1):
@@ -18,7 +18,7 @@ kept under :data:`NOVA_MAX_IMAGE_BYTES`. Crops are downscaled to a longer side o
 (:data:`NOVA_MAX_IMAGE_SIDE_PX`, the project's choice, as for Titan: more pixels only cost bandwidth).
 
 Throttling and transient errors are retried by botocore's ``adaptive`` retry mode on the client
-(:func:`steps.aws.client_from_config`), not by a loop here.
+(:func:`core.aws.client_from_config`), not by a loop here.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from evaluation.embeddings import normalize_rows
-from steps.image_payload import ImageFormat, encode_image
+from core.embeddings import normalize_rows
+from core.images import ImageFormat, encode_image
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, EmbeddingConfig
+    from core.config import AwsConfig, EmbeddingConfig
 
 NOVA_EMBEDDINGS_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
 NOVA_SCHEMA_VERSION = "nova-multimodal-embed-v1"
@@ -92,9 +92,9 @@ class NovaImageEmbedder:
     def from_config(cls, config: EmbeddingConfig, aws: AwsConfig | None = None,
                     client: Any = None) -> NovaImageEmbedder:
         """Build from the ``embeddings`` and ``aws`` settings; ``client`` overrides the ``bedrock-runtime`` client
-        (default: :func:`steps.aws.client_from_config`, botocore adaptive retries)."""
+        (default: :func:`core.aws.client_from_config`, botocore adaptive retries)."""
         if client is None:
-            from steps.aws import client_from_config
+            from core.aws import client_from_config
 
             client = client_from_config("bedrock-runtime", aws)
         return cls(client, model_id=config.nova_model_id, dimension=config.nova_dimension,
@@ -104,7 +104,7 @@ class NovaImageEmbedder:
         """The request body for one ``(H, W, 3)`` uint8 RGB image (downscaled and re-encoded to fit).
 
         Raises:
-            steps.errors.InputError: ``image`` is not an RGB uint8 array.
+            core.errors.InputError: ``image`` is not an RGB uint8 array.
         """
         encoded = encode_image(image, max_bytes=NOVA_MAX_IMAGE_BYTES, image_format=self.image_format,
                                max_side=NOVA_MAX_IMAGE_SIDE_PX, jpeg_quality=95, what=what)
@@ -163,7 +163,7 @@ class NovaImageEmbedder:
         Every image is encoded before the first request, so a bad image fails before any cost.
 
         Raises:
-            steps.errors.InputError: an image is not ``(H, W, 3)`` uint8.
+            core.errors.InputError: an image is not ``(H, W, 3)`` uint8.
             NovaEmbeddingError: Bedrock refused a request (after botocore's retries) or answered unusably.
         """
         jobs = [(self.image_body(img, what=f"image {i}"), f"image {i}") for i, img in enumerate(images)]

@@ -13,7 +13,7 @@ import boto3
 from botocore.config import Config
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig
+    from core.config import AwsConfig
 
 
 def client_config(read_timeout_s: int = 300, max_attempts: int = 8, max_pool_connections: int = 16) -> Config:
@@ -38,7 +38,7 @@ def client_from_config(service: str, aws: AwsConfig | None = None, min_read_time
     """A client for ``service`` from the ``aws`` section of ``pipeline.yaml`` (defaults where ``None``):
     its region, profile (unless ``use_profile`` is false, as in Lambda), retry attempts and read timeout
     (raised to ``min_read_timeout_s``)."""
-    from pipeline.config import AwsConfig
+    from core.config import AwsConfig
 
     aws = aws or AwsConfig()
     return make_client(service, region=aws.region, profile=aws.profile if use_profile else None,

@@ -1,4 +1,4 @@
-"""Amazon Titan Multimodal Embeddings G1 on Bedrock as an :class:`evaluation.embeddings.TextImageEmbedder`.
+"""Amazon Titan Multimodal Embeddings G1 on Bedrock as an :class:`core.embeddings.TextImageEmbedder`.
 
 Request and response (Bedrock user guide, "Amazon Titan Multimodal Embeddings G1", model parameters):
 
@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from evaluation.embeddings import normalize_rows
-from steps.image_payload import ImageFormat, encode_image
+from core.embeddings import normalize_rows
+from core.images import ImageFormat, encode_image
 
 if TYPE_CHECKING:
-    from pipeline.config import AwsConfig, EmbeddingConfig
+    from core.config import AwsConfig, EmbeddingConfig
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class TitanImageEmbedder:
 
     Images and texts share one space, so this embedder also scores prompt fidelity (DESIGN §7).
     Requests run in a thread pool of ``concurrency`` workers; throttling is retried by botocore's
-    adaptive retry mode (the client comes from :func:`steps.aws.make_client`). Rows come back
+    adaptive retry mode (the client comes from :func:`core.aws.make_client`). Rows come back
     L2-normalised, in input order.
 
     Args:
@@ -122,7 +122,7 @@ class TitanImageEmbedder:
                     client: Any = None) -> TitanImageEmbedder:
         """Build from ``embeddings`` and ``aws`` settings; ``client`` overrides the ``bedrock-runtime`` client."""
         if client is None:
-            from steps.aws import client_from_config
+            from core.aws import client_from_config
 
             client = client_from_config("bedrock-runtime", aws)
         return cls(client, model_id=config.titan_model_id, output_length=config.titan_output_length,
@@ -228,7 +228,7 @@ class TitanImageEmbedder:
         Every image is encoded before the first request, so a bad image fails fast.
 
         Raises:
-            steps.errors.InputError: an image is not ``(H, W, 3)`` uint8.
+            core.errors.InputError: an image is not ``(H, W, 3)`` uint8.
             TitanEmbeddingError: Bedrock refused a request (after botocore's retries) or answered
                 without an embedding of length D.
         """

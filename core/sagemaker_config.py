@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config_base import StrictModel
+from core.config_base import StrictModel
 
 if TYPE_CHECKING:
-    from pipeline.config import StoryboardConfig
+    from core.config import StoryboardConfig
 
 ROLE_ARN_ENV = "STORYBOARD_ROLE_ARN"
 BUCKET_ENV = "STORYBOARD_BUCKET"
@@ -207,9 +207,9 @@ def resolve_settings(config: StoryboardConfig, role_arn: str | None = None,
     ``sagemaker.bucket``, then ``sagemaker-<region>-<account>``.
 
     Raises:
-        steps.errors.InputError: a role ARN from the argument or the environment is malformed.
+        core.errors.InputError: a role ARN from the argument or the environment is malformed.
     """
-    from steps.errors import InputError
+    from core.errors import InputError
 
     sm = config.sagemaker
     region = config.aws.region

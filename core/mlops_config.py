@@ -2,7 +2,7 @@
 
 Limits quoted here come from DESIGN.md §5 and the service models botocore ships:
 
-- The LoRA fine-tune (``finetune.backend: sagemaker``): ranges of ``steps.lora.settings`` (the training
+- The LoRA fine-tune (``finetune.backend: sagemaker``): ranges of ``core.lora_settings`` (the training
   entry point checks the same ranges on the hyperparameters SageMaker hands it).
 
 - Nova Canvas fine-tuning hyperparameters (Amazon Nova user guide, "Hyperparameters for image
@@ -21,9 +21,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pipeline.config_base import StrictModel
-from steps.lora.settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
-from steps.lora.settings import RESOLUTION_MULTIPLE
+from core.config_base import StrictModel
+from core.lora_settings import HYPERPARAMETER_LIMITS as LORA_LIMITS
+from core.lora_settings import RESOLUTION_MULTIPLE
 
 # Nova Canvas fine-tuning hyperparameter bounds (DESIGN §5; Amazon Nova user guide).
 STEP_COUNT_MIN, STEP_COUNT_MAX, STEP_COUNT_DEFAULT = 10, 20_000, 500
@@ -142,7 +142,7 @@ def format_learning_rate(value: float) -> str:
 
 
 def _lora_range(name: str) -> dict[str, float]:
-    """``{"ge": low, "le": high}`` of a LoRA hyperparameter (``steps.lora.settings.HYPERPARAMETER_LIMITS``)."""
+    """``{"ge": low, "le": high}`` of a LoRA hyperparameter (``core.lora_settings.HYPERPARAMETER_LIMITS``)."""
     low, high = LORA_LIMITS[name]
     return {"ge": low, "le": high}
 

@@ -19,10 +19,10 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from evaluation.config import EvaluationConfig
-from pipeline.config_base import StrictModel
-from pipeline.sagemaker_config import SageMakerConfig
-from steps.mlops_config import FineTuneConfig, RegistryConfig, ReviewConfig
+from core.config_base import StrictModel
+from core.evaluation_config import EvaluationConfig
+from core.mlops_config import FineTuneConfig, RegistryConfig, ReviewConfig
+from core.sagemaker_config import SageMakerConfig
 
 # Nova Canvas fine-tuning dataset limits (Amazon Nova user guide, "Preparing data for fine-tuning
 # image generation"; DESIGN.md §5).

@@ -26,7 +26,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.config_base import StrictModel
+from core.config_base import StrictModel
 
 # Nova Canvas TEXT_IMAGE limits (DESIGN.md §5; Amazon Nova user guide, "Image generation request and
 # response structure").
