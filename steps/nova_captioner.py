@@ -14,10 +14,10 @@ Facts respected (DESIGN §5; Bedrock and Nova user guides):
   any work by :mod:`steps.model_lifecycle`;
 - image: a Converse ``image`` content block (PNG, JPEG, GIF or WebP), inline payload at most 25 MB; Nova
   rescales images to about 896 px a side anyway, so crops are sent as JPEG of at most 2,048 px a side;
-- throttling: botocore's adaptive retry mode (:func:`core.aws.make_client`) retries inside each call.
-  botocore's ``Stubber`` bypasses that retry handler (verified: a stubbed ``ThrottlingException`` is
-  raised at once), and a real client can still give up after its attempts, so the captioner adds a
-  bounded retry with exponential backoff and jitter for throttling and transient server errors.
+- throttling and transient server errors: botocore's adaptive retry mode (:func:`core.aws.make_client`,
+  ``aws.max_attempts``) retries inside each call, with its exponential backoff and client-side rate limiting
+  (botocore "Retries" guide); the captioner adds no retry loop of its own. When botocore gives up, the crop
+  gets the template caption with ``needs_review=True`` and a note naming the error and the attempts.
 
 An answer is accepted when its JSON parses (```` ```json ```` fences and text around the object are
 tolerated), ``alt_text`` has ``captions.min_chars``..``captions.max_chars`` characters, and it names at
@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -144,23 +142,15 @@ class NovaCaptioner:
         client: a ``bedrock-runtime`` client; default :func:`core.aws.make_client` with ``aws``.
         aws: region, profile, retries for the default client.
         image_format: ``"jpeg"`` or ``"png"`` for the image block.
-        transient_retries: extra tries of one call after a throttling or transient server error
-            (0..10), with exponential backoff ``backoff_s * 2**k`` (at most ``max_backoff_s``) times a
-            random factor in [0.5, 1].
-        sleep: the sleep function (tests pass a recorder).
 
     Attributes:
         usage: summed ``usage.inputTokens`` and ``usage.outputTokens`` of every answer.
     """
 
     def __init__(self, config: CaptionConfig, characters: Sequence[CharacterConfig] = (), client: Any = None,
-                 aws: AwsConfig | None = None, image_format: ImageFormat = "jpeg", transient_retries: int = 4,
-                 backoff_s: float = 1.0, max_backoff_s: float = 20.0,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 aws: AwsConfig | None = None, image_format: ImageFormat = "jpeg") -> None:
         if image_format not in ("jpeg", "png"):
             raise ValueError(f"image_format must be 'jpeg' or 'png', got {image_format!r}")
-        if not 0 <= transient_retries <= 10:
-            raise ValueError(f"transient_retries must be in 0..10, got {transient_retries}")
         if client is None:
             from core.aws import client_from_config
 
@@ -170,11 +160,6 @@ class NovaCaptioner:
         self.model_id = config.model_id
         self.name = "nova"
         self.image_format: ImageFormat = image_format
-        self.transient_retries = int(transient_retries)
-        self.backoff_s = float(backoff_s)
-        self.max_backoff_s = float(max_backoff_s)
-        self._sleep = sleep
-        self._random = random.Random(0)
         self._lock = threading.Lock()
         self.characters = list(characters)
         self.fallback = TemplateCaptioner(config, characters)
@@ -244,30 +229,28 @@ class NovaCaptioner:
         return caption
 
     def _converse(self, kwargs: dict[str, Any], item_id: str) -> tuple[dict[str, Any] | None, int, str | None]:
-        """One Converse call with bounded retries on transient errors: ``(response | None, calls, error)``."""
-        calls = 0
-        for retry in range(self.transient_retries + 1):
-            calls += 1
-            try:
-                return self.client.converse(**kwargs), calls, None
-            except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                message = err.response.get("Error", {}).get("Message", "")
-                if code not in TRANSIENT_ERROR_CODES:
-                    hint = (" (check captions.model_id: on-demand Nova models need an inference profile such as "
-                            "us.amazon.nova-2-lite-v1:0, and model access must be granted in this Region)"
-                            if code in ("ValidationException", "AccessDeniedException", "ResourceNotFoundException")
-                            else "")
-                    raise NovaCaptionError(f"Converse on {self.model_id} failed for {item_id!r}: {code}: "
-                                           f"{message}{hint}") from err
-                if retry == self.transient_retries:
-                    return None, calls, f"{code} after {calls} calls"
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** retry)
-                with self._lock:
-                    delay *= self._random.uniform(0.5, 1.0)
-                log.info("Converse %s for %s; retrying in %.1f s", code, item_id, delay)
-                self._sleep(delay)
-        return None, calls, "no call made"  # pragma: no cover - the loop always returns
+        """One Converse call (botocore retries transient errors inside it): ``(response | None, attempts, error)``.
+
+        Raises:
+            NovaCaptionError: an error that a retry cannot fix (validation, access, unknown model).
+        """
+        try:
+            response = self.client.converse(**kwargs)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            message = err.response.get("Error", {}).get("Message", "")
+            attempts = int(err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
+            if code not in TRANSIENT_ERROR_CODES:
+                hint = (" (check captions.model_id: on-demand Nova models need an inference profile such as "
+                        "us.amazon.nova-2-lite-v1:0, and model access must be granted in this Region)"
+                        if code in ("ValidationException", "AccessDeniedException", "ResourceNotFoundException")
+                        else "")
+                raise NovaCaptionError(f"Converse on {self.model_id} failed for {item_id!r}: {code}: "
+                                       f"{message}{hint}") from err
+            log.info("Converse %s for %s after %d attempts (botocore's retries)", code, item_id, attempts)
+            return None, attempts, f"{code} after {attempts} attempts (botocore's retry mode)"
+        attempts = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
+        return response, attempts, None
 
     def caption_one(self, request: CaptionRequest) -> CaptionResult:
         """Caption one crop (see the module docstring for the accept / retry / fallback rules).

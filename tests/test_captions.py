@@ -10,6 +10,7 @@ import boto3
 import numpy as np
 import pytest
 from botocore.stub import Stubber
+from throttling_endpoint import client_for, throttling_endpoint
 
 from core.errors import InputError
 from core.images import encode_image
@@ -155,11 +156,10 @@ def expected(captioner: NovaProCaptioner, req: CaptionRequest, max_tokens=300, t
     }
 
 
-def nova(client, sleeps=None, **config) -> NovaProCaptioner:
+def nova(client, **config) -> NovaProCaptioner:
     config.setdefault("concurrency", 1)
     cfg = caption_config(backend="nova-pro", **config)
-    return NovaProCaptioner(cfg, characters(), client=client,
-                            sleep=(sleeps.append if sleeps is not None else lambda s: None))
+    return NovaProCaptioner(cfg, characters(), client=client)
 
 
 def test_prompt_follows_the_blog_and_names_the_cast():
@@ -233,34 +233,30 @@ def test_too_long_or_filtered_answers_are_rejected(converse):
     assert len(result.caption) <= 60
 
 
-def test_throttling_is_retried_with_backoff(converse):
-    client, stubber = converse
-    sleeps: list[float] = []
-    cap = nova(client, sleeps)
-    req = request()
-    for _ in range(2):
-        stubber.add_client_error("converse", service_error_code="ThrottlingException", service_message="Too many",
-                                 http_status_code=429, expected_params=expected(cap, req))
-    stubber.add_response("converse", answer(json.dumps({"alt_text": GOOD})), expected(cap, req))
-    [result] = cap.caption([req])
-    # botocore's Stubber raises the stubbed ThrottlingException without botocore's retry handler,
-    # so these two retries are the captioner's own bounded backoff.
+def converse_answer(alt_text: str) -> dict:
+    """A Converse response body as bedrock-runtime returns it."""
+    return {"output": {"message": {"role": "assistant", "content": [{"text": json.dumps({"alt_text": alt_text})}]}},
+            "stopReason": "end_turn", "usage": {"inputTokens": 900, "outputTokens": 40, "totalTokens": 940},
+            "metrics": {"latencyMs": 12}}
+
+
+def test_throttling_is_retried_by_botocore_against_a_throttling_endpoint():
+    """Two ThrottlingExceptions, then an answer: botocore's adaptive retry mode, as core.aws configures it (a real
+    client, a local endpoint that throttles), retries inside the one call; the captioner adds no loop of its own."""
+    with throttling_endpoint(converse_answer(GOOD), throttles=2) as endpoint:
+        cap = nova(client_for(endpoint, total_max_attempts=3))
+        [result] = cap.caption([request()])
+    assert len(endpoint["requests"]) == 3 and all(path.endswith("/converse") for path in endpoint["requests"])
     assert result.caption == GOOD and result.attempts == 3 and not result.needs_review
-    assert len(sleeps) == 2 and 0.5 <= sleeps[0] <= 1.0 and 1.0 <= sleeps[1] <= 2.0
 
 
-def test_throttling_that_persists_falls_back_for_review(converse):
-    client, stubber = converse
-    sleeps: list[float] = []
-    cfg = caption_config(backend="nova-pro", concurrency=1)
-    cap = NovaProCaptioner(cfg, characters(), client=client, transient_retries=1, sleep=sleeps.append)
-    req = request()
-    for _ in range(2):
-        stubber.add_client_error("converse", service_error_code="ThrottlingException", http_status_code=429,
-                                 expected_params=expected(cap, req))
-    [result] = cap.caption([req])
+def test_throttling_that_outlasts_botocores_attempts_falls_back_for_review():
+    with throttling_endpoint(converse_answer(GOOD), throttles=10) as endpoint:
+        cap = nova(client_for(endpoint, total_max_attempts=2))
+        [result] = cap.caption([request()])
+    assert len(endpoint["requests"]) == 2  # botocore's two attempts, nothing more
     assert result.needs_review and result.source == "template" and result.attempts == 2
-    assert "ThrottlingException after 2 calls" in result.note and len(sleeps) == 1
+    assert "ThrottlingException after 2 attempts (botocore's retry mode)" in result.note
 
 
 def test_access_denied_raises_with_a_hint(converse):
