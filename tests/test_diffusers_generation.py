@@ -174,7 +174,7 @@ def _root(tmp_path: Path, tiny_base: Path | None, archive: Path | None) -> Path:
 
 def test_evaluate_entry_point_scores_base_and_lora_on_the_stand_in(media, tiny_base, lora_archive, tmp_path, capsys):
     from containers.processing import evaluate
-    from evaluation.evaluate import validate_evaluation
+    from evaluation.schema import validate_evaluation
 
     root = _root(tmp_path, tiny_base, lora_archive)
     assert evaluate.main(["--processing-root", str(root), "--finetune-backend", "sagemaker", "--device", "cpu",
