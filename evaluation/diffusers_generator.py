@@ -1,10 +1,10 @@
 """Stable Diffusion XL generation for the Evaluate step of the ``sagemaker`` fine-tune backend.
 
-:class:`DiffusersGenerator` implements :class:`evaluation.generation.ImageGenerator` with diffusers: the base
+:class:`DiffusersGenerator` implements :class:`evaluation.generators.ImageGenerator` with diffusers: the base
 model alone, or base plus the LoRA the training job wrote (``pytorch_lora_weights.safetensors``), loaded
 once per generator through :func:`steps.lora.model.load_pipeline`. Feed it requests built with
-``build_requests(config, characters, backend="diffusers")`` (sizes, steps and guidance from
-``evaluation.diffusers``) and run them with :func:`evaluation.generation.generate_prompt_set`.
+``evaluation.prompt_set.build_requests(config, characters, backend="diffusers")`` (sizes, steps and
+guidance from ``evaluation.diffusers``) and run them with :func:`evaluation.generation.generate_prompt_set`.
 
 Seeds: image ``i`` of a request (0-based) starts from latents drawn by its own CPU ``torch.Generator``
 seeded with ``request.seed + i`` (:func:`image_generators`). So the base and the fine-tuned generator start
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import InputError
-from evaluation.generation import GenerationError, GenerationOutcome, TextImageRequest
+from evaluation.generators import GenerationError, GenerationOutcome
+from evaluation.prompt_set import TextImageRequest
 from steps.lora.model import LORA_WEIGHTS_NAME, BaseModelInfo, check_base_model, load_pipeline
 
 if TYPE_CHECKING:

@@ -17,8 +17,8 @@ Inputs (folder layouts):
   ``CALIBRATION/_background/*`` (windows with no character).
 
 Outputs, written atomically to ``OUT``: ``evaluation.json`` (schema:
-``evaluation/schemas/evaluation.schema.json``; the Condition step reads only ``gate.status``, and the Fail
-step the ``gate.summary`` sentence, both always present),
+``evaluation/schemas/evaluation.schema.json``, checked by :mod:`evaluation.schema`; the Condition step reads
+only ``gate.status``, and the Fail step the ``gate.summary`` sentence, both always present),
 ``report.html`` (self-contained: images and the charts are embedded) and, when a training log is given,
 ``loss_curve.png``. The ``model`` block of ``evaluation.json`` describes the evaluated model where the caller
 knows it (:func:`evaluation.diffusers_generator.describe_model`); a random-weight stand-in base puts a
@@ -37,9 +37,9 @@ some training crop reaches ``memorisation_threshold``) at most ``max_near_copy_r
 be measured (no base images, no training crops) makes the gate ``inconclusive``, never ``passed``.
 
 Differences between the models use a paired bootstrap where base and fine-tuned images share file names (the
-same character, prompt, seed and image index): :func:`evaluation.metrics.paired_difference`. Estimates from fewer
-than ``min_images_per_character`` values per character carry ``few_images: true`` (a percentile interval over
-a handful of values has only a few possible means).
+same character, prompt, seed and image index): :func:`evaluation.metrics.paired_difference`, through
+:mod:`evaluation.bootstrap`. Estimates from fewer than ``min_images_per_character`` values per character carry
+``few_images: true`` (a percentile interval over a handful of values has only a few possible means).
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ from core.embeddings import ImageEmbedder, TextImageEmbedder
 from core.errors import InputError
 from core.io import write_bytes, write_json, write_text
 from evaluation import metrics as M
+from evaluation.bootstrap import METRIC_INFO, MODELS, _groups, _keyed, _metric_entry, _Stats
 from evaluation.calibration import calibrate, calibrated, held_out_training
 from evaluation.gate import GATE_STATUSES, decide_gate
-from evaluation.generation import character_prompts, read_generation_log
+from evaluation.generation import read_generation_log
 from evaluation.inputs import (
     BACKGROUND_FOLDER,
     FOLDER_NAME,
@@ -74,50 +75,18 @@ from evaluation.inputs import (
     scan_training_crops,
     skip_reason,
 )
+from evaluation.provenance import LOSS_CURVE, _generation_summary, _model_block, _prompt_texts
+from evaluation.schema import SCHEMA_VERSION, validate_evaluation
 
 if TYPE_CHECKING:
     from core.config import StoryboardConfig
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1.0"
-SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "evaluation.schema.json"
 MIN_IMAGES_PER_CHARACTER = 2  # hard floor: no mean or interval below it
-MODELS = ("finetuned", "base")
-LOSS_CURVE = "loss_curve.png"
 __all__ = ["BACKGROUND_FOLDER", "FOLDER_NAME", "GATE_STATUSES", "NOT_CHARACTER_FOLDERS", "REFERENCES_YAML",
            "EvaluationResult", "ImageItem", "check_dimensions", "decide_gate", "embed_items", "load_rgb",
-           "load_schema", "run_evaluation", "scan_character_folders", "scan_training_crops", "skip_reason",
-           "validate_evaluation"]
-
-METRIC_INFO: dict[str, dict[str, Any]] = {
-    "character_similarity": {
-        "higher_is_better": True,
-        "description": "Mean over a character's images of the mean cosine similarity to its references "
-                       "(DreamBooth DINO / CLIP-I style); macro mean over characters.",
-    },
-    "identity_accuracy": {
-        "higher_is_better": True,
-        "description": "Share of images whose most similar character (mean similarity to references) is the "
-                       "intended one; needs at least 2 reference characters.",
-    },
-    "prompt_fidelity": {
-        "higher_is_better": True,
-        "description": "Mean cosine similarity of each image to its prompt (CLIP-T style); only with an "
-                       "encoder that embeds texts and images in one space (Titan).",
-    },
-    "diversity": {
-        "higher_is_better": True,
-        "description": "Mean pairwise cosine distance (1 - cos) among the images of one prompt (all its seeds); "
-                       "mean over prompts, then over characters.",
-    },
-    "memorisation": {
-        "higher_is_better": False,
-        "description": "Mean over images of the highest cosine similarity to any training crop; a high value "
-                       "means near-copies of the training data. near_copy_rate: share of images at or above the "
-                       "threshold (the gate's memorisation criterion). Needs --training-crops.",
-    },
-}
+           "run_evaluation", "scan_character_folders", "scan_training_crops", "skip_reason"]
 
 
 @dataclass
@@ -139,9 +108,6 @@ class EvaluationResult:
     status: str = "failed"
 
 
-# --- metrics ------------------------------------------------------------------------------------------
-
-
 @dataclass
 class _ModelData:
     name: str
@@ -151,168 +117,6 @@ class _ModelData:
     similarity: np.ndarray  # (N, C) against the reference characters
     generation: dict[str, Any] | None
     prompts: list[str | None]
-
-
-def _groups(values: np.ndarray, characters: Sequence[str]) -> dict[str, np.ndarray]:
-    out: dict[str, list[float]] = {}
-    for value, character in zip(values, characters, strict=True):
-        out.setdefault(character, []).append(float(value))
-    return {k: np.asarray(v) for k, v in out.items()}
-
-
-def _keyed(keys: Sequence[Any], characters: Sequence[str]) -> dict[str, list[Any]]:
-    """Pair keys grouped like :func:`_groups` groups the values (same order)."""
-    out: dict[str, list[Any]] = {}
-    for key, character in zip(keys, characters, strict=True):
-        out.setdefault(character, []).append(key)
-    return out
-
-
-class _Stats:
-    """Bootstrap bookkeeping: one generator, shared settings, the image count below which intervals are flagged."""
-
-    def __init__(self, samples: int, confidence: float, seed: int, min_images: int = 1) -> None:
-        self.samples = samples
-        self.confidence = confidence
-        self.min_images = min_images
-        self.rng = np.random.default_rng(seed)
-
-    def summary(self, groups: Mapping[str, np.ndarray]) -> tuple[dict[str, Any], np.ndarray] | None:
-        """``({mean, ci_low, ci_high, n, few_images, per_character}, distribution)`` or ``None`` when empty.
-
-        ``few_images`` is true for a character with fewer than ``min_images`` values, and overall when any
-        character is flagged."""
-        groups = {k: v for k, v in groups.items() if len(v)}
-        if not groups:
-            return None
-        overall, dist = M.estimate(groups, self.samples, self.confidence, self.rng)
-        per = {k: {**M.estimate({k: v}, self.samples, self.confidence, self.rng)[0].to_json(),
-                   "few_images": bool(len(v) < self.min_images)}
-               for k, v in sorted(groups.items())}
-        return {**overall.to_json(), "few_images": any(e["few_images"] for e in per.values()),
-                "per_character": per}, dist
-
-
-def _matched_pairs(groups: Mapping[str, Mapping[str, np.ndarray] | None],
-                   keys: Mapping[str, Mapping[str, list[Any]]] | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """character -> (fine-tuned values, base values) of the keys both models have (at least 2 per character)."""
-    fin, base = groups.get("finetuned"), groups.get("base")
-    if not keys or fin is None or base is None or "finetuned" not in keys or "base" not in keys:
-        return {}
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for character, values in fin.items():
-        if character not in base:
-            continue
-        partner = dict(zip(keys["base"].get(character, []), base[character], strict=True))
-        matched = [(v, partner[k]) for k, v in zip(keys["finetuned"][character], values, strict=True) if k in partner]
-        if len(matched) >= 2:
-            out[character] = (np.array([a for a, _ in matched]), np.array([b for _, b in matched]))
-    return out
-
-
-def _metric_entry(name: str, stats: _Stats, groups: Mapping[str, Mapping[str, np.ndarray] | None],
-                  extra: Mapping[str, dict[str, Any]] | None = None,
-                  keys: Mapping[str, Mapping[str, list[Any]]] | None = None) -> dict[str, Any]:
-    """One metric's entry of ``evaluation.json``: both models' summaries and the difference between them.
-
-    The difference's interval is paired (:func:`evaluation.metrics.paired_difference`) when every character
-    both models have holds at least 2 values with the same key in both (``keys``: model -> character -> key
-    of each value: the image's path, same file name in both folders), else the difference of two independent
-    bootstraps. ``difference_method`` says which and ``pairs`` how many pairs were used.
-    """
-    info = METRIC_INFO[name]
-    entry: dict[str, Any] = {"description": info["description"], "higher_is_better": info["higher_is_better"]}
-    dists: dict[str, Any] = {}
-    for model in MODELS:
-        model_groups = groups.get(model)
-        summary = stats.summary(model_groups) if model_groups is not None else None
-        if summary is None:
-            entry[model] = None
-            continue
-        entry[model], dists[model] = summary
-        if extra and model in extra:
-            entry[model].update(extra[model])
-    entry.update({"difference": None, "difference_ci_low": None, "difference_ci_high": None,
-                  "improvement": None, "improvement_ci_low": None, "improvement_ci_high": None,
-                  "difference_method": None, "pairs": None})
-    if entry["finetuned"] is not None and entry["base"] is not None:
-        pairs = _matched_pairs(groups, keys)
-        common = set(groups["finetuned"] or {}) & set(groups["base"] or {})  # type: ignore[arg-type]
-        if pairs and set(pairs) == common:
-            diff, _ = M.paired_difference(pairs, stats.samples, stats.confidence, stats.rng)
-            entry.update({"difference_method": "paired", "pairs": int(sum(len(a) for a, _ in pairs.values()))})
-        else:
-            fin = M.Estimate(entry["finetuned"]["mean"], 0, 0, entry["finetuned"]["n"])
-            base = M.Estimate(entry["base"]["mean"], 0, 0, entry["base"]["n"])
-            diff = M.difference((fin, dists["finetuned"]), (base, dists["base"]), stats.confidence)
-            entry["difference_method"] = "unpaired"
-        sign = 1.0 if info["higher_is_better"] else -1.0
-        low, high = sorted((sign * diff.ci_low, sign * diff.ci_high))
-        entry.update({"difference": round(diff.mean, 6), "difference_ci_low": round(diff.ci_low, 6),
-                      "difference_ci_high": round(diff.ci_high, 6), "improvement": round(sign * diff.mean, 6),
-                      "improvement_ci_low": round(low, 6), "improvement_ci_high": round(high, 6)})
-    return entry
-
-
-def _prompt_texts(items: Sequence[ImageItem], generation: dict[str, Any] | None,
-                  config: StoryboardConfig) -> list[str | None]:
-    by_file: dict[str, str] = {}
-    if generation:
-        for row in generation["records"]:
-            for rel in row.get("files") or []:
-                if row.get("prompt"):
-                    by_file[str(rel)] = str(row["prompt"])
-    cache: dict[str, list[str]] = {}
-    texts: list[str | None] = []
-    for item in items:
-        text = by_file.get(item.rel)
-        if text is None and item.meta and item.character:
-            if item.character not in cache:
-                try:
-                    cache[item.character] = character_prompts(config.evaluation, config.character(item.character))
-                except InputError:
-                    cache[item.character] = []
-            prompts = cache[item.character]
-            k = item.meta["prompt_index"]
-            text = prompts[k] if 0 <= k < len(prompts) else None
-        texts.append(text)
-    return texts
-
-
-def _generation_summary(generation: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not generation:
-        return None
-    problems = [{"character": r.get("character"), "prompt_index": r.get("prompt_index"), "seed": r.get("seed"),
-                 "status": r.get("status"), "requested": r.get("requested"), "returned": r.get("returned"),
-                 "error": r.get("error")}
-                for r in generation["records"] if r.get("status") != "ok"]
-    return {"model_id": generation.get("model_id"), "requests": len(generation["records"]),
-            "counts": generation.get("counts") or {}, "problems": problems}
-
-
-def _model_block(model: Mapping[str, Any] | None, training_log: Sequence[Mapping[str, Any]] | None,
-                 warnings: list[str]) -> dict[str, Any] | None:
-    """The ``model`` block: a copy of ``model`` with ``training.loss_curve`` set when the log has a loss to draw."""
-    if model is None:
-        if training_log:
-            warnings.append("a training log was given without a model description; no loss curve is drawn")
-        return None
-    import copy
-
-    from evaluation.diffusers_generator import STAND_IN_WARNING, training_summary
-
-    block = copy.deepcopy(dict(model))
-    if training_log and not block.get("training"):
-        block["training"] = training_summary(training_log)
-    if block.get("training"):
-        has_loss = any(isinstance(r.get("loss"), (int, float)) for r in training_log or [])
-        block["training"]["loss_curve"] = LOSS_CURVE if has_loss else None
-    if block.get("stand_in"):
-        warnings.insert(0, STAND_IN_WARNING)
-    return block
-
-
-# --- orchestration ----------------------------------------------------------------------------------
 
 
 def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: str | Path, *,
@@ -592,25 +396,3 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
              "" if cs["base"] is None else f" vs {cs['base']['mean']:.3f} (base)", gate["summary"],
              evaluation_path, report_path)
     return EvaluationResult(evaluation, evaluation_path, report_path, gate["passed"], warnings, gate["status"])
-
-
-def load_schema() -> dict[str, Any]:
-    """The JSON Schema of ``evaluation.json`` (``evaluation/schemas/evaluation.schema.json``)."""
-    import json
-
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-
-
-def validate_evaluation(document: Mapping[str, Any]) -> None:
-    """Validate an ``evaluation.json`` document against its JSON Schema (Draft 2020-12).
-
-    Raises:
-        ValueError: the document breaks the schema; the message gives the JSON path and the problem.
-    """
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  - {'/'.join(str(p) for p in e.absolute_path) or '(root)'}: {e.message}" for e in errors[:10]]
-        raise ValueError("evaluation.json does not match its schema:\n" + "\n".join(lines))

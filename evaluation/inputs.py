@@ -21,7 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from core.embeddings import ImageEmbedder
 from core.errors import InputError
 from core.io import read_jsonl
-from evaluation.generation import GENERATION_LOG, IMAGE_SUFFIXES, parse_image_name
+from evaluation.generation import GENERATION_LOG
+from evaluation.prompt_set import IMAGE_SUFFIXES, parse_image_name
 
 log = logging.getLogger(__name__)
 

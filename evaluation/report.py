@@ -25,7 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
-from evaluation.generation import parse_image_name
+from evaluation.prompt_set import parse_image_name
 
 if TYPE_CHECKING:
     from core.evaluation_config import EvaluationConfig

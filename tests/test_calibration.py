@@ -120,7 +120,7 @@ def test_schema_requires_the_calibration_fields():
     """The schema requires the new fields and validates a calibration block as calibrate writes it."""
     import jsonschema
 
-    from evaluation.evaluate import load_schema
+    from evaluation.schema import load_schema
 
     schema = load_schema()
     assert {"per_character", "auc", "separable", "advice", "held_out"} <= set(

@@ -157,7 +157,8 @@ def test_every_get_resolves_to_a_declared_parameter_step_output_or_property_file
 
 
 def test_jsonget_paths_exist_in_evaluation_json_written_by_the_evaluate_step(definition, steps, tmp_path):
-    from evaluation.evaluate import run_evaluation, validate_evaluation
+    from evaluation.evaluate import run_evaluation
+    from evaluation.schema import validate_evaluation
 
     rng = np.random.default_rng(3)
     palette = {"bunny": (230, 230, 220), "sintel": (150, 60, 40)}

@@ -19,13 +19,8 @@ from storyboard_testutil import MEDIA, write_random_lora
 from core.errors import InputError
 from core.evaluation_config import EvaluationConfig
 from evaluation.diffusers_generator import STAND_IN_WARNING, DiffusersGenerator, image_generators, training_summary
-from evaluation.generation import (
-    GENERATION_LOG,
-    RequestValidationError,
-    build_requests,
-    generate_prompt_set,
-    read_generation_log,
-)
+from evaluation.generation import GENERATION_LOG, generate_prompt_set, read_generation_log
+from evaluation.prompt_set import RequestValidationError, build_requests
 
 REFERENCES = MEDIA / "references"
 SETTINGS = {"prompt_templates": ["{name} on a storyboard frame, wide shot"], "seeds": [3, 11],
@@ -179,7 +174,7 @@ def _root(tmp_path: Path, tiny_base: Path | None, archive: Path | None) -> Path:
 
 def test_evaluate_entry_point_scores_base_and_lora_on_the_stand_in(media, tiny_base, lora_archive, tmp_path, capsys):
     from containers.processing import evaluate
-    from evaluation.evaluate import validate_evaluation
+    from evaluation.schema import validate_evaluation
 
     root = _root(tmp_path, tiny_base, lora_archive)
     assert evaluate.main(["--processing-root", str(root), "--finetune-backend", "sagemaker", "--device", "cpu",

@@ -211,7 +211,7 @@ def write_real_evaluation_inputs(real_crops: dict, root: Path) -> dict[str, Path
 def test_storyboard_evaluate_on_real_crops(real_crops, tmp_path, capsys):
     from sklearn.metrics import roc_auc_score
 
-    from evaluation.evaluate import load_schema
+    from evaluation.schema import load_schema
     from pipeline.commands import evaluate as evaluate_command
 
     paths = write_real_evaluation_inputs(real_crops, tmp_path / "in")

@@ -18,19 +18,15 @@ from PIL import Image
 from core.config import AwsConfig, CharacterConfig, ConfigError, parse_config
 from core.errors import InputError
 from core.evaluation_config import DEFAULT_PROMPT_TEMPLATES, EvaluationConfig
-from evaluation.generation import (
-    GENERATION_LOG,
-    FolderImageGenerator,
-    GenerationError,
-    ImageGenerator,
-    NovaCanvasGenerator,
+from evaluation.generation import GENERATION_LOG, generate_prompt_set, read_generation_log
+from evaluation.generators import FolderImageGenerator, GenerationError, ImageGenerator
+from evaluation.nova_canvas import NovaCanvasGenerator
+from evaluation.prompt_set import (
     RequestValidationError,
     TextImageRequest,
     build_requests,
-    generate_prompt_set,
     image_file_name,
     parse_image_name,
-    read_generation_log,
     validate_text_image_body,
 )
 

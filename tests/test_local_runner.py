@@ -622,7 +622,7 @@ def _images(folder: Path, characters: dict[str, tuple[int, int, int]], count: in
 def test_evaluate_entry_point_scores_a_folder_and_skips_an_empty_dry_run(tmp_path):
     from containers.processing import evaluate
     from containers.processing.common import run_main
-    from evaluation.evaluate import validate_evaluation
+    from evaluation.schema import validate_evaluation
 
     colours = {"bunny": (230, 230, 220), "sintel": (150, 60, 40)}
     root = _processing_root(tmp_path, {"evaluation": {"bootstrap_samples": 100}})

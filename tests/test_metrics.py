@@ -22,8 +22,9 @@ from core.embeddings import ColorTextureDescriptor
 from core.errors import InputError
 from evaluation import evaluate as evaluate_module
 from evaluation import metrics as M
-from evaluation.evaluate import SCHEMA_PATH, load_schema, run_evaluation, validate_evaluation
+from evaluation.evaluate import run_evaluation
 from evaluation.generation import GENERATION_LOG
+from evaluation.schema import SCHEMA_PATH, load_schema, validate_evaluation
 from pipeline.commands import evaluate as evaluate_command
 
 # --- metrics on hand-made embeddings ----------------------------------------------------------------------

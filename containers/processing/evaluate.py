@@ -237,7 +237,8 @@ def generate_with_lora(config: Any, references: Path, root: Path, device: str, m
     """
     from core.errors import InputError
     from evaluation.diffusers_generator import DiffusersGenerator, describe_model
-    from evaluation.generation import build_requests, generate_prompt_set
+    from evaluation.generation import generate_prompt_set
+    from evaluation.prompt_set import build_requests
     from steps.lora.artifacts import TRAINING_CONFIG, read_training_log, unpack_model_artifacts
     from steps.lora.model import check_base_model
 
@@ -305,7 +306,9 @@ def generate_images(config: Any, references: Path, work: Path, custom_model_arn:
             character to generate (checked before any request is sent).
     """
     from core.errors import InputError
-    from evaluation.generation import NovaCanvasGenerator, build_requests, generate_prompt_set
+    from evaluation.generation import generate_prompt_set
+    from evaluation.nova_canvas import NovaCanvasGenerator
+    from evaluation.prompt_set import build_requests
 
     model = config.evaluation.custom_model_id
     if not model:

@@ -149,12 +149,10 @@ def run_generate(args: argparse.Namespace) -> int:
     """``storyboard generate``: returns 0, or 1 when no image at all was generated."""
     from core.config import load_config_or_default
     from core.errors import InputError
-    from evaluation.generation import (
-        FolderImageGenerator,
-        NovaCanvasGenerator,
-        build_requests,
-        generate_prompt_set,
-    )
+    from evaluation.generation import generate_prompt_set
+    from evaluation.generators import FolderImageGenerator
+    from evaluation.nova_canvas import NovaCanvasGenerator
+    from evaluation.prompt_set import build_requests
 
     config = load_config_or_default(args.config)
     characters = [config.character(name) for name in args.characters] if args.characters else config.characters
