@@ -217,9 +217,8 @@ class EvaluationConfig(StrictModel):
     quality: Literal["standard", "premium"] = Field("premium", description="Nova Canvas quality.")
     concurrency: int = Field(2, ge=1, le=16, description="Parallel InvokeModel requests.")
     max_attempts: int = Field(6, ge=1, le=20,
-                              description="Attempts per request on throttling or a transient service error.")
-    backoff_s: float = Field(2.0, ge=0.0, le=120.0,
-                             description="First back-off in seconds; doubled on each retry (with jitter).")
+                              description="Attempts per InvokeModel request in all, retries by botocore's adaptive "
+                                          "mode on throttling or a transient service error included.")
     bootstrap_samples: int = Field(2000, ge=100, le=100_000,
                                    description="Bootstrap resamples for the confidence intervals.")
     confidence_level: float = Field(0.95, ge=0.5, le=0.999, description="Confidence level of the intervals.")

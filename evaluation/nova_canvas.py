@@ -7,7 +7,8 @@ Answers that are not failures of the run (recorded per prompt, never raised):
 
 - a blocked prompt: ``InvokeModel`` raises ``ValidationException`` whose message is the content filter's;
 - a blocked output: HTTP 200 with an ``error`` field and fewer images than requested;
-- throttling and transient service errors that persist after ``max_attempts`` tries.
+- throttling and transient service errors that persist after botocore's retries (its adaptive retry mode,
+  ``evaluation.max_attempts`` attempts in all; botocore "Retries" guide): the generator has no loop of its own.
 
 Access and model errors (``AccessDeniedException``, ``ResourceNotFoundException``, and a ``ValidationException``
 whose message is not the content filter's, such as a wrong model ARN) stop the run with a
@@ -20,10 +21,7 @@ import base64
 import binascii
 import json
 import logging
-import random
 import re
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -41,10 +39,11 @@ log = logging.getLogger(__name__)
 
 MIN_READ_TIMEOUT_S = 300  # Nova Canvas can take minutes per request (DESIGN.md §5)
 
-# InvokeModel errors worth retrying with back-off (bedrock-runtime service model; Bedrock "Troubleshooting
-# API error codes"). ValidationException is not among them. It means a blocked prompt only when its message is
-# the content filter's ("This request has been blocked by our content filters."); any other ValidationException
-# (an unknown model ID or ARN, a malformed request) would fail every request the same way, so it is fatal.
+# InvokeModel errors that botocore retries (bedrock-runtime service model; Bedrock "Troubleshooting API error
+# codes"): when one still comes back, botocore's attempts are spent. ValidationException is not among them: it
+# means a blocked prompt only when its message is the content filter's ("This request has been blocked by our
+# content filters."); any other ValidationException (an unknown model ID or ARN, a malformed request) would fail
+# every request the same way, so it is fatal.
 RETRYABLE_ERRORS = frozenset({
     "ThrottlingException", "ServiceUnavailableException", "ModelTimeoutException", "InternalServerException",
     "ModelNotReadyException",
@@ -64,43 +63,33 @@ class NovaCanvasGenerator:
 
     Args:
         client: a ``bedrock-runtime`` client (use :meth:`from_config` for the project's retry and timeout
-            policy: botocore adaptive retries, read timeout at least 300 s).
+            policy: botocore's adaptive retries with ``evaluation.max_attempts`` attempts, read timeout at least
+            300 s). Throttling and transient errors are retried by the client, not here.
         model_id: ``amazon.nova-canvas-v1:0`` for the base model, or the provisioned throughput ARN
             (``arn:aws:bedrock:<region>:<account>:provisioned-model/<id>``) of a fine-tuned model.
-        max_attempts: tries per request on throttling and transient errors (on top of botocore's own
-            retries), with exponential back-off from ``backoff_s`` seconds and full jitter.
-        sleep: the wait function (tests pass a no-op).
     """
 
     name = "nova-canvas"
 
-    def __init__(self, client: Any, model_id: str, max_attempts: int = 6, backoff_s: float = 2.0,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
+    def __init__(self, client: Any, model_id: str) -> None:
         if not model_id:
             raise InputError("Nova Canvas model ID is empty; give the base model ID or a provisioned "
                              "throughput ARN")
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         self.client = client
         self.model_id = model_id
-        self.max_attempts = max_attempts
-        self.backoff_s = backoff_s
-        self._sleep = sleep
-        self._rng = rng or random.Random(0)
 
     @classmethod
     def from_config(cls, config: EvaluationConfig, aws: AwsConfig, model_id: str,
                     client: Any = None) -> NovaCanvasGenerator:
-        """Build a generator for ``model_id`` with a ``bedrock-runtime`` client from ``aws`` (region,
-        profile, adaptive retries) and a read timeout of at least 300 s; ``client`` overrides it."""
+        """Build a generator for ``model_id`` with a ``bedrock-runtime`` client from ``aws`` (region, profile),
+        botocore's adaptive retries with ``config.max_attempts`` attempts in all, and a read timeout of at least
+        300 s; ``client`` overrides it."""
         if client is None:
             from core.aws import client_from_config
 
-            client = client_from_config("bedrock-runtime", aws, min_read_timeout_s=MIN_READ_TIMEOUT_S)
-        return cls(client, model_id, max_attempts=config.max_attempts, backoff_s=config.backoff_s)
-
-    def _backoff(self, attempt: int) -> float:
-        return self._rng.uniform(0.0, self.backoff_s * (2 ** (attempt - 1)))
+            client = client_from_config("bedrock-runtime", aws, min_read_timeout_s=MIN_READ_TIMEOUT_S,
+                                        total_max_attempts=config.max_attempts)
+        return cls(client, model_id)
 
     def generate(self, request: TextImageRequest) -> GenerationOutcome:
         """Send ``request`` (validated first) and decode the answer.
@@ -111,38 +100,31 @@ class NovaCanvasGenerator:
                 content filter's (a wrong model ARN, a malformed request): every request would fail.
         """
         body = json.dumps(request.body())
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self.client.invoke_model(modelId=self.model_id, body=body,
-                                                    contentType="application/json", accept="application/json")
-                break
-            except ClientError as err:
-                code = err.response.get("Error", {}).get("Code", "")
-                message = err.response.get("Error", {}).get("Message", str(err))
-                if code == "ValidationException" and not is_content_filter_message(message):
-                    raise GenerationError(
-                        f"InvokeModel on {self.model_id} was rejected with ValidationException: {message}. This is "
-                        "not the content filter: check the model ID or provisioned throughput ARN (a custom Nova "
-                        "Canvas model runs only on Provisioned Throughput) and the request settings in the "
-                        "evaluation section") from err
-                if code == "ValidationException":
-                    log.warning("prompt blocked (%s p%d seed %d): %s", request.character, request.prompt_index,
-                                request.seed, message)
-                    return GenerationOutcome(request, "blocked_prompt", error=f"{code}: {message}",
-                                             attempts=attempt)
-                if code in FATAL_ERRORS:
-                    raise GenerationError(f"InvokeModel on {self.model_id} failed with {code}: {message}. "
-                                          "Check the model ID or provisioned throughput ARN, the region, and "
-                                          "bedrock:InvokeModel permission.") from err
-                if code in RETRYABLE_ERRORS and attempt < self.max_attempts:
-                    wait = self._backoff(attempt)
-                    log.info("%s on %s; retry %d/%d in %.1f s", code, self.model_id, attempt,
-                             self.max_attempts - 1, wait)
-                    self._sleep(wait)
-                    continue
-                return GenerationOutcome(request, "failed", error=f"{code}: {message}", attempts=attempt)
+        try:
+            response = self.client.invoke_model(modelId=self.model_id, body=body,
+                                                contentType="application/json", accept="application/json")
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            message = err.response.get("Error", {}).get("Message", str(err))
+            attempt = int(err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
+            if code == "ValidationException" and not is_content_filter_message(message):
+                raise GenerationError(
+                    f"InvokeModel on {self.model_id} was rejected with ValidationException: {message}. This is "
+                    "not the content filter: check the model ID or provisioned throughput ARN (a custom Nova "
+                    "Canvas model runs only on Provisioned Throughput) and the request settings in the "
+                    "evaluation section") from err
+            if code == "ValidationException":
+                log.warning("prompt blocked (%s p%d seed %d): %s", request.character, request.prompt_index,
+                            request.seed, message)
+                return GenerationOutcome(request, "blocked_prompt", error=f"{code}: {message}", attempts=attempt)
+            if code in FATAL_ERRORS:
+                raise GenerationError(f"InvokeModel on {self.model_id} failed with {code}: {message}. "
+                                      "Check the model ID or provisioned throughput ARN, the region, and "
+                                      "bedrock:InvokeModel permission.") from err
+            if code in RETRYABLE_ERRORS:
+                log.warning("%s on %s after %d attempts (botocore's retries)", code, self.model_id, attempt)
+            return GenerationOutcome(request, "failed", error=f"{code}: {message}", attempts=attempt)
+        attempt = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
         try:
             payload = json.loads(response["body"].read())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -14,6 +14,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from PIL import Image
+from throttling_endpoint import client_for, throttling_endpoint
 
 from core.config import AwsConfig, CharacterConfig, ConfigError, parse_config
 from core.errors import InputError
@@ -78,10 +79,6 @@ def _request(**overrides) -> TextImageRequest:
               "cfg_scale": 8.0, "quality": "premium"}
     fields.update(overrides)
     return TextImageRequest(**fields)
-
-
-def _no_sleep(_seconds: float) -> None:
-    return None
 
 
 # --- configuration -------------------------------------------------------------------------------------
@@ -187,7 +184,7 @@ def test_request_validation_names_the_broken_limit(mutate, message):
 
 def test_invalid_request_is_refused_before_sending(bedrock):
     client, stubber, sent = bedrock
-    generator = NovaCanvasGenerator(client, BASE_MODEL, sleep=_no_sleep)
+    generator = NovaCanvasGenerator(client, BASE_MODEL)
     with pytest.raises(RequestValidationError):
         generator.generate(_request(width=1000))
     assert sent == []
@@ -205,7 +202,7 @@ def test_nova_canvas_generates_the_prompt_set_for_base_and_custom_models(bedrock
         for k in range(len(requests)):
             stubber.add_response("invoke_model", _answer([_png(colours[2 * k]), _png(colours[2 * k + 1])]),
                                  _expected(model_id))
-        generator = NovaCanvasGenerator(client, model_id, sleep=_no_sleep)
+        generator = NovaCanvasGenerator(client, model_id)
         assert isinstance(generator, ImageGenerator)
         result = generate_prompt_set(generator, requests, tmp_path / out, concurrency=1)
         assert result.counts == {"ok": 2} and result.images == 4
@@ -235,7 +232,7 @@ def test_blocked_prompt_and_blocked_outputs_are_recorded_not_fatal(bedrock, tmp_
     stubber.add_response("invoke_model", _answer([], error="All images blocked by content filters"),
                          _expected(CUSTOM_MODEL))
     stubber.add_response("invoke_model", _answer([_png((5, 5, 5))] * 3), _expected(CUSTOM_MODEL))
-    result = generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL, sleep=_no_sleep), requests, tmp_path)
+    result = generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL), requests, tmp_path)
     statuses = [o.status for o in result.outcomes]
     assert statuses == ["blocked_prompt", "partly_blocked", "blocked_output", "ok"]
     assert "content filters" in result.outcomes[0].error
@@ -248,26 +245,25 @@ def test_blocked_prompt_and_blocked_outputs_are_recorded_not_fatal(bedrock, tmp_
     assert len(sent) == 4
 
 
-def test_throttling_is_retried_with_backoff(bedrock):
-    client, stubber, _ = bedrock
-    waits: list[float] = []
-    for code in ("ThrottlingException", "ServiceUnavailableException"):
-        stubber.add_client_error("invoke_model", service_error_code=code, http_status_code=429,
-                                 expected_params=_expected(BASE_MODEL))
-    stubber.add_response("invoke_model", _answer([_png((9, 9, 9))] * 3), _expected(BASE_MODEL))
-    generator = NovaCanvasGenerator(client, BASE_MODEL, max_attempts=4, backoff_s=1.0, sleep=waits.append)
-    outcome = generator.generate(_request())
+def _invoke_answer(n: int) -> dict:
+    """An InvokeModel body of Nova Canvas with ``n`` PNG images."""
+    return {"images": [base64.b64encode(_png((9, 9, 9))).decode()] * n}
+
+
+def test_throttling_is_retried_by_botocore_against_a_throttling_endpoint():
+    """Two ThrottlingExceptions, then the images: botocore's adaptive retries (a real client against a local
+    endpoint that throttles) retry inside the one call; the generator has no retry loop of its own."""
+    with throttling_endpoint(_invoke_answer(3), throttles=2) as endpoint:
+        outcome = NovaCanvasGenerator(client_for(endpoint, total_max_attempts=4), BASE_MODEL).generate(_request())
+    assert len(endpoint["requests"]) == 3
     assert outcome.status == "ok" and outcome.attempts == 3 and len(outcome.images) == 3
-    assert len(waits) == 2 and 0.0 <= waits[0] <= 1.0 and 0.0 <= waits[1] <= 2.0
 
 
-def test_throttling_after_every_attempt_is_a_failed_outcome(bedrock):
-    client, stubber, _ = bedrock
-    for _ in range(3):
-        stubber.add_client_error("invoke_model", service_error_code="ThrottlingException", http_status_code=429,
-                                 service_message="Too many requests", expected_params=_expected(BASE_MODEL))
-    outcome = NovaCanvasGenerator(client, BASE_MODEL, max_attempts=3, sleep=_no_sleep).generate(_request())
-    assert outcome.status == "failed" and outcome.attempts == 3 and "ThrottlingException" in outcome.error
+def test_throttling_after_every_attempt_is_a_failed_outcome():
+    with throttling_endpoint(_invoke_answer(3), throttles=10) as endpoint:
+        outcome = NovaCanvasGenerator(client_for(endpoint, total_max_attempts=2), BASE_MODEL).generate(_request())
+    assert len(endpoint["requests"]) == 2  # botocore's attempts, nothing more
+    assert outcome.status == "failed" and outcome.attempts == 2 and "ThrottlingException" in outcome.error
 
 
 def test_access_denied_stops_the_run(bedrock, tmp_path):
@@ -275,7 +271,7 @@ def test_access_denied_stops_the_run(bedrock, tmp_path):
     stubber.add_client_error("invoke_model", service_error_code="AccessDeniedException", http_status_code=403,
                              expected_params=_expected(CUSTOM_MODEL))
     with pytest.raises(GenerationError, match="provisioned throughput ARN"):
-        generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL, sleep=_no_sleep), [_request()], tmp_path)
+        generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL), [_request()], tmp_path)
 
 
 def test_non_png_answers_are_stored_as_png(bedrock):
@@ -283,7 +279,7 @@ def test_non_png_answers_are_stored_as_png(bedrock):
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (0, 128, 255)).save(buffer, format="JPEG")
     stubber.add_response("invoke_model", _answer([buffer.getvalue()]), _expected(BASE_MODEL))
-    outcome = NovaCanvasGenerator(client, BASE_MODEL, sleep=_no_sleep).generate(_request(number_of_images=1))
+    outcome = NovaCanvasGenerator(client, BASE_MODEL).generate(_request(number_of_images=1))
     assert outcome.images[0].startswith(b"\x89PNG")
 
 
@@ -291,8 +287,7 @@ def test_from_config_keeps_a_read_timeout_of_at_least_300_s(aws_env):
     generator = NovaCanvasGenerator.from_config(EvaluationConfig(max_attempts=2), AwsConfig(read_timeout_s=60),
                                                 BASE_MODEL)
     assert generator.client.meta.config.read_timeout >= 300
-    assert generator.client.meta.config.retries["mode"] == "adaptive"
-    assert generator.max_attempts == 2
+    assert generator.client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 2}
 
 
 # --- folder generator ------------------------------------------------------------------------------------
@@ -334,6 +329,6 @@ def test_validation_exception_that_is_not_the_content_filter_stops_the_run(bedro
                              service_message="The provided model identifier is invalid.",
                              expected_params=_expected(CUSTOM_MODEL))
     with pytest.raises(GenerationError, match="model identifier is invalid.*not the content filter"):
-        generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL, sleep=_no_sleep),
+        generate_prompt_set(NovaCanvasGenerator(client, CUSTOM_MODEL),
                             [_request(prompt_index=k, ordinal=k) for k in range(3)], tmp_path)
     assert not (tmp_path / GENERATION_LOG).exists() or "blocked_prompt" not in (tmp_path / GENERATION_LOG).read_text()
