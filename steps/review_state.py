@@ -25,7 +25,7 @@ class ReviewState:
 
     Attributes:
         execution_arn, callback_token: the pipeline execution and the step's callback token.
-        key: :func:`execution_key` of the two; it is part of every loop name.
+        key: :func:`steps.a2i_loops.execution_key` of the two; it is part of every loop name.
         manifest_uri: the labelling manifest reviewed.
         flow_definition_arn: where the loops run.
         output_uri: folder (URI) for the reviewed manifests.
