@@ -19,7 +19,7 @@ from setuptools import find_packages, setup
 PACKAGES = ("core", "steps", "evaluation", "pipeline", "containers")
 
 # What the Lambda handlers import, at import time or when they run (Pillow: the training-set check reads image
-# headers, steps.bedrock_validation), and nothing else: the Lambda image installs only these.
+# headers, steps.image_probes), and nothing else: the Lambda image installs only these.
 BASE = [
     "boto3>=1.34,<2",
     "pydantic>=2.6,<3",

@@ -15,7 +15,7 @@ from core.errors import InputError
 
 TEMPLATE_MAX_CHARS = 128_000
 TEMPLATE_NAME = "review.liquid"
-# The fields the template reads from task.input; build_loop_input (steps/review.py) must provide them.
+# The fields the template reads from task.input; build_loop_input (steps/a2i_loops.py) must provide them.
 TEMPLATE_INPUT_FIELDS = ("taskObject", "caption", "character", "itemId")
 # The names of the answer fields it writes into answerContent.
 TEMPLATE_ANSWER_FIELDS = ("approve", "edit", "reject", "caption", "reason")

@@ -1,33 +1,21 @@
-"""Validation before anything is paid for: AWS requests against botocore's service models, and Nova
-Canvas training data against the dataset limits.
+"""Nova Canvas training data against the dataset limits, before a customization job is paid for.
 
-Request validation (:func:`request_problems`) runs botocore's own ``ParamValidator`` (required members,
-types, minimum lengths and values: what botocore checks before sending) and then the constraints the
-service model declares but botocore does not check client-side: maximum lengths and values, enums and
-``pattern`` regular expressions (AWS writes them in Java syntax; those using ``\\p{..}`` classes are
-checked with the ``regex`` package when it is installed and skipped otherwise). It works for any
-operation of any service botocore knows, with no network access.
-
-Training data validation (:func:`validate_training_rows`) applies the Nova Canvas limits of DESIGN §5
-(Amazon Nova user guide, "Preparing data for fine-tuning image generation"): 5 to 10,000 records;
-exactly ``{"image-ref", "caption"}`` per line; caption 3 to 1,024 characters; PNG or JPEG; at most
-50 MB; width and height 512 to 4,096 px; at most 12,582,912 pixels; aspect ratio 1:4 to 4:1; file
-names only letters, digits and ``_ - / .``.
+:func:`validate_training_rows` applies the Nova Canvas limits of DESIGN §5 (Amazon Nova user guide,
+"Preparing data for fine-tuning image generation"): 5 to 10,000 records; exactly ``{"image-ref", "caption"}``
+per line; caption 3 to 1,024 characters; PNG or JPEG; at most 50 MB; width and height 512 to 4,096 px; at
+most 12,582,912 pixels; aspect ratio 1:4 to 4:1; file names only letters, digits and ``_ - / .``. The
+per-record checks (:func:`image_problems`, :func:`image_ref_problems`, :func:`caption_problems`) are shared
+with the review step. Images are read by the probes of :mod:`steps.image_probes`; AWS requests are checked
+against botocore's service models in :mod:`steps.request_validation`.
 """
 
 from __future__ import annotations
 
-import io
-import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import botocore.session
-from botocore.model import OperationModel, Shape
-from botocore.validate import ParamValidator
+from typing import Any
 
 from core.config import (
     NOVA_CANVAS_CAPTION_MAX_CHARS,
@@ -41,232 +29,12 @@ from core.config import (
     NOVA_CANVAS_MIN_SIDE_PX,
 )
 from core.errors import InputError, TooFewRecordsError
-
-log = logging.getLogger(__name__)
+from steps.image_probes import S3_URI_RE, ImageInfo, ImageProbe
 
 TRAINING_KEYS = ("image-ref", "caption")
 IMAGE_FORMATS = ("PNG", "JPEG")
 # Nova Canvas: "file names only letters, digits, _ - / ." (DESIGN §5). Applied to the S3 key or file name.
 IMAGE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_\-/.]+$")
-S3_URI_RE = re.compile(r"^s3://(?P<bucket>[a-z0-9][-.a-z0-9]{1,61}[a-z0-9])/(?P<key>.+)$")
-
-_SESSION: botocore.session.Session | None = None
-
-
-def _operation_model(service: str, operation: str) -> OperationModel:
-    global _SESSION
-    if _SESSION is None:
-        _SESSION = botocore.session.get_session()
-    try:
-        model = _SESSION.get_service_model(service)
-    except Exception as err:  # botocore raises UnknownServiceError
-        raise InputError(f"unknown AWS service {service!r} in botocore {botocore.__version__}: {err}") from None
-    try:
-        return model.operation_model(operation)
-    except Exception:
-        raise InputError(f"{service} has no operation {operation!r} (botocore {botocore.__version__}); "
-                         f"use the API name, for example 'CreateModelCustomizationJob'") from None
-
-
-# -- request validation ---------------------------------------------------------------------------------
-
-
-def request_problems(service: str, operation: str, params: Mapping[str, Any]) -> list[str]:
-    """Every way ``params`` breaks the service model of ``service.operation``; empty when it is valid.
-
-    Args:
-        service: botocore service name, for example ``"bedrock"`` or ``"sagemaker"``.
-        operation: API operation name, for example ``"CreateModelCustomizationJob"``.
-        params: the request, as passed to the boto3 client method.
-
-    Returns:
-        One message per problem, naming the parameter path (``hyperParameters.stepCount``).
-
-    Raises:
-        InputError: the service or operation is unknown to the installed botocore.
-    """
-    op = _operation_model(service, operation)
-    problems: list[str] = []
-    report = ParamValidator().validate(dict(params), op.input_shape)
-    if report.has_errors():
-        problems.extend(line.strip() for line in report.generate_report().splitlines() if line.strip())
-    _walk(params, op.input_shape, "", problems)
-    return problems
-
-
-def validate_request(service: str, operation: str, params: Mapping[str, Any], what: str = "request") -> None:
-    """Raise :class:`InputError` listing every problem of ``params`` (see :func:`request_problems`)."""
-    problems = request_problems(service, operation, params)
-    if problems:
-        listed = "\n  - ".join(problems)
-        raise InputError(f"{what} is not a valid {service} {operation} request "
-                         f"(botocore {botocore.__version__} service model):\n  - {listed}")
-
-
-def _walk(value: Any, shape: Shape, path: str, problems: list[str]) -> None:
-    """Check the constraints ParamValidator skips: max length/value, enum and pattern."""
-    name = path or "request"
-    kind = shape.type_name
-    meta = shape.metadata
-    if kind == "structure" and isinstance(value, Mapping):
-        for key, member in shape.members.items():
-            if key in value and value[key] is not None:
-                _walk(value[key], member, f"{path}.{key}" if path else key, problems)
-    elif kind == "list" and isinstance(value, (list, tuple)):
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{name}: {len(value)} items, at most {meta['max']} allowed")
-        for i, item in enumerate(value):
-            _walk(item, shape.member, f"{name}[{i}]", problems)
-    elif kind == "map" and isinstance(value, Mapping):
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{name}: {len(value)} entries, at most {meta['max']} allowed")
-        for key, item in value.items():
-            _walk(key, shape.key, f"{name} key {key!r}", problems)
-            _walk(item, shape.value, f"{name}.{key}", problems)
-    elif kind == "string" and isinstance(value, str):
-        if "max" in meta and len(value) > meta["max"]:
-            problems.append(f"{name}: {len(value)} characters, at most {meta['max']} allowed")
-        enum = getattr(shape, "enum", None)
-        if enum and value not in enum:
-            problems.append(f"{name}: {value!r} is not one of {list(enum)}")
-        pattern = meta.get("pattern")
-        if pattern and not _pattern_matches(pattern, value):
-            problems.append(f"{name}: {value!r} does not match the pattern {pattern}")
-    elif kind in ("integer", "long", "float", "double") and isinstance(value, (int, float)):
-        if "max" in meta and value > meta["max"]:
-            problems.append(f"{name}: {value} is above the maximum {meta['max']}")
-
-
-_PATTERN_CACHE: dict[str, Callable[[str], bool] | None] = {}
-
-
-def _pattern_matches(pattern: str, value: str) -> bool:
-    """Whether ``value`` matches the whole AWS (Java-syntax) ``pattern``; unknown syntax counts as a match."""
-    if pattern not in _PATTERN_CACHE:
-        _PATTERN_CACHE[pattern] = _compile(pattern)
-    matcher = _PATTERN_CACHE[pattern]
-    return True if matcher is None else matcher(value)
-
-
-def _compile(pattern: str) -> Callable[[str], bool] | None:
-    body = pattern[1:] if pattern.startswith("^") else pattern
-    body = body[:-1] if body.endswith("$") and not body.endswith("\\$") else body
-    if "\\p{" in body:
-        try:
-            import regex  # optional: Unicode property classes such as \p{L}
-        except ImportError:
-            return None
-        try:
-            compiled = regex.compile(body, regex.DOTALL)
-        except regex.error:
-            return None
-        return lambda v: compiled.fullmatch(v) is not None
-    try:
-        compiled_re = re.compile(body, re.DOTALL)
-    except re.error:
-        log.debug("pattern %r is not Python regex syntax; not checked", pattern)
-        return None
-    return lambda v: compiled_re.fullmatch(v) is not None
-
-
-# -- images ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What the dataset limits need to know about one image.
-
-    Attributes:
-        width, height: pixels. format: Pillow's format name (``"PNG"``, ``"JPEG"``, ...).
-        size_bytes: the file's size in bytes.
-    """
-
-    width: int
-    height: int
-    format: str
-    size_bytes: int
-
-
-@runtime_checkable
-class ImageProbe(Protocol):
-    """Reads an image's size and format from a reference (a local path or an ``s3://`` URI)."""
-
-    def probe(self, ref: str) -> ImageInfo:
-        """Return the image's :class:`ImageInfo`.
-
-        Raises:
-            InputError: the image cannot be found or read as an image.
-        """
-        ...
-
-
-def _info_from_bytes(data: bytes, ref: str) -> ImageInfo:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            return ImageInfo(int(image.width), int(image.height), str(image.format or ""), len(data))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"image {ref} cannot be read as an image ({err})") from None
-
-
-class LocalImageProbe:
-    """Probe images on the local file system; relative references resolve against ``base_dir``."""
-
-    def __init__(self, base_dir: str | Path | None = None) -> None:
-        self.base_dir = Path(base_dir) if base_dir is not None else None
-
-    def resolve(self, ref: str) -> Path:
-        """The local path of ``ref`` (``file://`` prefixes removed, relative paths joined to ``base_dir``)."""
-        if ref.startswith("s3://"):
-            raise InputError(f"image {ref} is in S3; the local backend reads local files only "
-                             f"(run on AWS, or point image_ref at local files)")
-        path = Path(ref[7:] if ref.startswith("file://") else ref)
-        if not path.is_absolute() and self.base_dir is not None:
-            path = self.base_dir / path
-        return path
-
-    def probe(self, ref: str) -> ImageInfo:
-        """Open the file header with Pillow (pixels are not decoded)."""
-        from PIL import Image, UnidentifiedImageError
-
-        path = self.resolve(ref)
-        if not path.is_file():
-            raise InputError(f"image {ref} does not exist (looked at {path})")
-        try:
-            with Image.open(path) as image:
-                return ImageInfo(int(image.width), int(image.height), str(image.format or ""), path.stat().st_size)
-        except (UnidentifiedImageError, OSError) as err:
-            raise InputError(f"image {ref} cannot be read as an image ({err})") from None
-
-
-class S3ImageProbe:
-    """Probe images in S3: ``head_object`` for the size, then the object's bytes for the header.
-
-    Objects larger than the Nova Canvas limit (50 MB) are reported without being downloaded.
-    """
-
-    def __init__(self, s3_client: Any, max_bytes: int = NOVA_CANVAS_MAX_IMAGE_BYTES) -> None:
-        self.s3 = s3_client
-        self.max_bytes = max_bytes
-
-    def probe(self, ref: str) -> ImageInfo:
-        """Read ``s3://bucket/key``; raises :class:`InputError` when the object is missing or unreadable."""
-        from botocore.exceptions import ClientError
-
-        match = S3_URI_RE.match(ref)
-        if not match:
-            raise InputError(f"image reference {ref!r} is not an s3://bucket/key URI")
-        bucket, key = match["bucket"], match["key"]
-        try:
-            head = self.s3.head_object(Bucket=bucket, Key=key)
-            size = int(head["ContentLength"])
-            if size > self.max_bytes:
-                return ImageInfo(0, 0, "", size)
-            data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except ClientError as err:
-            raise InputError(f"image {ref} cannot be read from S3 ({err.response['Error'].get('Code')})") from None
-        return _info_from_bytes(data, ref)
 
 
 def image_problems(info: ImageInfo) -> list[str]:

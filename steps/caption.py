@@ -32,12 +32,13 @@ from PIL import Image
 from core.config import NOVA_CANVAS_MIN_RECORDS, StoryboardConfig
 from core.errors import InputError, TooFewRecordsError
 from core.io import read_jsonl, write_json, write_jsonl
-from steps.bedrock_validation import LocalImageProbe, validate_training_rows
+from steps.bedrock_validation import validate_training_rows
 from steps.captioners import make_captioner
 from steps.captions import Captioner, CaptionRequest
 from steps.crops import shot_scale
 from steps.dedup import deduplicate
 from steps.extract import load_embeddings, prepare_out_dir
+from steps.image_probes import LocalImageProbe
 from steps.manifests import image_ref, labelling_row, training_rows
 from steps.records import CropRecord
 from steps.references import REFERENCES_FOLDER

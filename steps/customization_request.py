@@ -32,12 +32,9 @@ from core.mlops_config import (
     FineTuneConfig,
     HyperParameters,
 )
-from steps.bedrock_validation import (
-    ImageProbe,
-    TrainingManifestReport,
-    check_training_rows,
-    validate_request,
-)
+from steps.bedrock_validation import TrainingManifestReport, check_training_rows
+from steps.image_probes import ImageProbe
+from steps.request_validation import validate_request
 
 TAG_CALLBACK_TOKEN = "storyboard:callback-token"
 TAG_EXECUTION = "storyboard:pipeline-execution"

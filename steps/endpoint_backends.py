@@ -3,7 +3,7 @@
 drives them is :mod:`steps.endpoint_deployment`, which re-exports these names.
 
 Both validate every create request against botocore's ``sagemaker`` service model before it is sent or
-recorded (:func:`steps.bedrock_validation.validate_request`: required members, types, lengths, enums,
+recorded (:func:`steps.request_validation.validate_request`: required members, types, lengths, enums,
 patterns), so an offline plan fails where SageMaker would.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from core import io as sio
-from steps.bedrock_validation import validate_request
+from steps.request_validation import validate_request
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,11 @@ from typing import Any
 
 from core.io import read_jsonl
 from steps.bedrock_validation import (
-    ImageProbe,
-    LocalImageProbe,
     TrainingManifestReport,
     check_training_rows,
     validate_training_rows,
 )
+from steps.image_probes import ImageProbe, LocalImageProbe
 from steps.records import CropRecord
 
 
@@ -74,7 +73,7 @@ def validate_training_manifest(path: str | Path, probe: ImageProbe | None = None
     Args:
         path: a ``train.jsonl`` file.
         probe: reads each image (default: local files, relative references resolved against the
-            manifest's folder; ``s3://`` references need :class:`steps.bedrock_validation.S3ImageProbe`).
+            manifest's folder; ``s3://`` references need :class:`steps.image_probes.S3ImageProbe`).
         raise_on_error: raise instead of returning a report with errors.
 
     Returns:

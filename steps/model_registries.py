@@ -16,7 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from core import io as sio
 from core.errors import InputError
-from steps.bedrock_validation import validate_request
+from steps.request_validation import validate_request
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from containers.lambda_handlers import callback_consumer
 from containers.lambda_handlers.review_handlers import on_human_loop_status
 from containers.lambda_handlers.runtime import Runtime
 from core.config import parse_config
-from steps.review import execution_key, loop_name
+from steps.a2i_loops import execution_key, loop_name
 
 ACCOUNT = "123456789012"
 EXECUTION = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/storyboard/execution/a1b2c3d4e5f6"
@@ -117,7 +117,7 @@ def test_completion_cost_is_linear_at_5000_loops(aws_env):
 def test_concurrent_events_are_each_counted_once(aws_env):
     from containers.lambda_handlers import review_progress
     from containers.lambda_handlers.storage import S3Store
-    from steps.review import LoopStatus
+    from steps.human_loops import LoopStatus
 
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")

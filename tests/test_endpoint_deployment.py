@@ -16,7 +16,6 @@ from core.config import parse_config
 from core.errors import InputError
 from core.mlops_config import EndpointConfig, RegistryConfig, endpoint_name
 from pipeline.commands.cli import main
-from steps.bedrock_validation import request_problems
 from steps.endpoint_deployment import (
     EndpointBusyError,
     PlannedEndpointDeployment,
@@ -28,6 +27,7 @@ from steps.endpoint_deployment import (
     model_request,
     on_endpoint_package_status_change,
 )
+from steps.request_validation import request_problems
 
 ACCOUNT = "123456789012"
 GROUP = "storyboard-characters"

@@ -16,7 +16,7 @@ from containers.lambda_handlers.local import CALLBACK_HANDLERS
 from core.config import ConfigError, parse_config
 from core.errors import InputError, TooFewRecordsError
 from core.mlops_config import FineTuneConfig, HyperParameters
-from steps.bedrock_validation import request_problems, validate_request, validate_training_rows
+from steps.bedrock_validation import validate_training_rows
 from steps.finetune import (
     TAG_CALLBACK_TOKEN,
     TAG_EXECUTION,
@@ -30,6 +30,7 @@ from steps.finetune import (
     outcome_of,
     parse_hyperparameters,
 )
+from steps.request_validation import request_problems, validate_request
 
 ROLE = "arn:aws:iam::123456789012:role/bedrock-customization"
 EXECUTION = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/storyboard/execution/a1b2c3d4e5f6"
@@ -123,7 +124,7 @@ def test_request_validation_reports_what_botocore_skips():
 
 
 def test_training_rows_are_checked_against_nova_canvas_limits(tmp_path):
-    from steps.bedrock_validation import LocalImageProbe
+    from steps.image_probes import LocalImageProbe
 
     manifest = _train(tmp_path, 5)
     rows = [json.loads(line) for line in manifest.read_text().splitlines()]

@@ -122,7 +122,7 @@ def test_lambda_handlers_import_only_the_base_install():
 
 # Imports in the handlers' modules that the Lambda image need not satisfy, and why.
 NOT_IN_LAMBDA = {
-    "regex": "optional: steps.bedrock_validation falls back to re without it",
+    "regex": "optional: steps.request_validation falls back to re without it",
     "torch": "steps.lora's training functions only (the handlers read its settings)",
     "transformers": "steps.lora's training functions only (the handlers read its settings)",
 }
@@ -143,7 +143,7 @@ def test_every_import_in_the_handlers_modules_is_in_the_base_install():
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     files = [Path(f) for f in json.loads(result.stdout)]
     files = [f for f in files if f.suffix == ".py" and f.is_relative_to(REPO) and ".venv" not in f.parts]
-    assert any(f.parts[-2:] == ("steps", "bedrock_validation.py") for f in files)
+    assert any(f.parts[-2:] == ("steps", "request_validation.py") for f in files)
     allowed = base_install_modules() | set(sys.stdlib_module_names)
     missing: dict[str, list[str]] = {}
     for path in files:

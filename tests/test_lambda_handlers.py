@@ -25,9 +25,9 @@ from core.config import parse_config
 from core.errors import InputError
 from steps import approval_state
 from steps.a2i_flow import await_flow_definition_active
+from steps.a2i_loops import execution_key, loop_name
 from steps.finetune import TAG_ANSWERED, TAG_CALLBACK_TOKEN, JobState, job_names, outcome_of
 from steps.provisioned_throughput import ThroughputBusyError
-from steps.review import execution_key, loop_name
 
 ACCOUNT = "123456789012"
 EXECUTION = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:pipeline/storyboard/execution/a1b2c3d4e5f6"

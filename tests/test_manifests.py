@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from core.errors import InputError, TooFewRecordsError
-from steps.bedrock_validation import ImageInfo, LocalImageProbe, validate_training_rows
+from steps.bedrock_validation import validate_training_rows
+from steps.image_probes import ImageInfo, LocalImageProbe
 from steps.manifests import image_ref, training_row, validate_training_manifest
 
 

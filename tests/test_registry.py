@@ -14,7 +14,6 @@ from containers.lambda_handlers.local import LAMBDA_HANDLERS, approve
 from core.config import parse_config
 from core.errors import InputError
 from core.mlops_config import ProvisionedThroughputConfig
-from steps.bedrock_validation import request_problems
 from steps.registry import (
     BedrockProvisionedThroughputs,
     LocalModelRegistry,
@@ -29,6 +28,7 @@ from steps.registry import (
     throughput_name,
     throughput_request,
 )
+from steps.request_validation import request_problems
 
 EXECUTION = "arn:aws:sagemaker:us-east-1:123456789012:pipeline/storyboard/execution/a1b2c3d4e5f6"
 JOB = "arn:aws:bedrock:us-east-1:123456789012:model-customization-job/amazon.nova-canvas-v1:0/abcdefabcdef"

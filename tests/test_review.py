@@ -20,24 +20,22 @@ from containers.lambda_handlers.local import CALLBACK_HANDLERS
 from core.config import parse_config
 from core.errors import InputError, TooFewRecordsError
 from core.mlops_config import AutoReviewPolicyConfig
-from steps.a2i_template import TEMPLATE_MAX_CHARS, check_template, review_template
-from steps.bedrock_validation import LocalImageProbe, request_problems
-from steps.local_review import LocalHumanLoops, ReviewQueue, create_review_app, reference_images, serve_local_review
-from steps.review import (
+from steps.a2i_loops import (
     A2I_MAX_INPUT_BYTES,
-    AutoReviewPolicy,
-    ReviewState,
-    apply_decisions,
     build_loop_input,
     decision_from_output,
-    decisions_from_loops,
-    ensure_flow_definition,
-    ensure_human_task_ui,
     execution_key,
-    flow_definition_request,
     loop_name,
     parse_loop_name,
 )
+from steps.a2i_resources import ensure_flow_definition, ensure_human_task_ui, flow_definition_request
+from steps.a2i_template import TEMPLATE_MAX_CHARS, check_template, review_template
+from steps.auto_review import AutoReviewPolicy
+from steps.image_probes import LocalImageProbe
+from steps.local_review import LocalHumanLoops, ReviewQueue, create_review_app, reference_images, serve_local_review
+from steps.request_validation import request_problems
+from steps.review import apply_decisions
+from steps.review_state import ReviewState, decisions_from_loops
 
 
 def _image(path: Path, size: tuple[int, int] = (512, 512), seed: int = 0) -> Path:

@@ -18,7 +18,6 @@ from typing import Any
 from containers.lambda_handlers.callbacks import SageMakerPipelineCallback, truncate_reason
 from containers.lambda_handlers.runtime import Runtime, default_runtime
 from containers.lambda_handlers.storage import join_uri, parent_uri, read_jsonl, store_for, write_json
-from steps.bedrock_validation import LocalImageProbe, S3ImageProbe
 from steps.finetune import (
     TAG_ANSWERED,
     TAG_CALLBACK_TOKEN,
@@ -36,6 +35,7 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
+from steps.image_probes import LocalImageProbe, S3ImageProbe
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from core.config import StoryboardConfig
 from core.errors import InputError
 from core.mlops_config import endpoint_name, model_package_group_name
 from core.sagemaker_config import ROLE_ARN_ENV
-from steps.bedrock_validation import LocalImageProbe
+from steps.a2i_loops import build_loop_input, execution_key, loop_name
+from steps.auto_review import AutoReviewPolicy, character_aliases
 from steps.endpoint_deployment import DeploymentAction, PlannedEndpointDeployment, execution_role
 from steps.finetune import (
     DryRunModelCustomization,
@@ -42,6 +43,7 @@ from steps.finetune import (
     prepare_job,
     with_dry_run_placeholders,
 )
+from steps.image_probes import LocalImageProbe
 from steps.registry import (
     ApprovalAction,
     LocalModelRegistry,
@@ -52,20 +54,14 @@ from steps.registry import (
     register_model,
 )
 from steps.review import (
-    AutoReviewPolicy,
-    ReviewState,
     apply_decisions,
-    build_loop_input,
-    character_aliases,
     check_labelling_rows,
     check_training_count,
-    decisions_from_loops,
-    execution_key,
     item_id_of,
-    loop_name,
     meta,
     write_review_outputs,
 )
+from steps.review_state import ReviewState, decisions_from_loops
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ Layout under ``review.output_s3_uri`` (``<root>``):
 
 - ``<root>/a2i/``: the flow definition's output (A2I writes
   ``<flow-definition-name>/YYYY/MM/DD/hh/mm/ss/<loop-name>/output.json`` there);
-- ``<root>/reviews/<key>/state.json``: the :class:`~steps.review.ReviewState` (callback token, loops);
-  ``<key>`` is :func:`~steps.review.execution_key` and is part of every loop name, so an event for a
+- ``<root>/reviews/<key>/state.json``: the :class:`~steps.review_state.ReviewState` (callback token, loops);
+  ``<key>`` is :func:`~steps.a2i_loops.execution_key` and is part of every loop name, so an event for a
   loop leads straight to its review;
 - ``<root>/reviews/<key>/loops/<loop-name>.json``: one marker per finished loop (status, output URI),
   created only by the loop's first event;
@@ -45,30 +45,21 @@ from containers.lambda_handlers.storage import (
 )
 from core.errors import InputError
 from core.mlops_config import flow_definition_name, human_task_ui_name
+from steps.a2i_loops import build_loop_input, execution_key, loop_name, parse_loop_name
+from steps.a2i_resources import ensure_flow_definition, ensure_human_task_ui, flow_definition_request
 from steps.a2i_template import review_template
-from steps.bedrock_validation import ImageProbe, LocalImageProbe, S3ImageProbe
+from steps.auto_review import AutoReviewPolicy, character_aliases
+from steps.human_loops import A2IHumanLoops, HumanLoops, LoopStatus
+from steps.image_probes import ImageProbe, LocalImageProbe, S3ImageProbe
 from steps.review import (
-    A2IHumanLoops,
-    AutoReviewPolicy,
-    HumanLoops,
-    LoopStatus,
     ReviewResult,
-    ReviewState,
     apply_decisions,
-    build_loop_input,
-    character_aliases,
     check_labelling_rows,
     check_training_count,
-    decisions_from_loops,
-    ensure_flow_definition,
-    ensure_human_task_ui,
-    execution_key,
-    flow_definition_request,
     item_id_of,
-    loop_name,
     meta,
-    parse_loop_name,
 )
+from steps.review_state import ReviewState, decisions_from_loops
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 
 from containers.lambda_handlers.storage import ObjectStore, join_uri
-from steps.review import LoopStatus
+from steps.human_loops import LoopStatus
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """Human loops kept in a local folder, with Amazon A2I's file formats: the offline side of
-:class:`steps.review.HumanLoops`.
+:class:`steps.human_loops.HumanLoops`.
 
 Layout, one folder per loop: ``<folder>/<loop>/input.json`` (the ``InputContent`` given to
 :meth:`LocalHumanLoops.start`), ``<folder>/<loop>/output.json`` (a reviewer's answer, in A2I's
@@ -18,7 +18,7 @@ from typing import Any
 
 from core import io as sio
 from core.errors import InputError
-from steps.review import LoopStatus
+from steps.human_loops import LoopStatus
 
 
 def _now() -> str:

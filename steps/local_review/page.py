@@ -7,7 +7,7 @@ record is answered. Templates: ``steps/templates/review/`` (Jinja2, autoescaped)
 
 An answer is written with :meth:`LocalHumanLoops.answer` in the ``answerContent`` shape of the A2I worker
 template (``{"approve": {"on": bool}, "edit": {...}, "reject": {...}, "caption", "reason"}``), so
-:func:`steps.review.decision_from_output` reads local and A2I answers alike and the HumanReview outputs
+:func:`steps.a2i_loops.decision_from_output` reads local and A2I answers alike and the HumanReview outputs
 (``reviewed_manifest.jsonl``, ``train.jsonl``) do not depend on where the review happened. An answered
 record is final (as an A2I loop is); its page shows the decision.
 
@@ -29,9 +29,10 @@ from typing import Any
 from flask import Flask, abort, redirect, render_template, request, send_file, url_for
 from PIL import Image
 
-from steps.bedrock_validation import NOVA_CANVAS_CAPTION_MAX_CHARS, NOVA_CANVAS_CAPTION_MIN_CHARS
+from core.config import NOVA_CANVAS_CAPTION_MAX_CHARS, NOVA_CANVAS_CAPTION_MIN_CHARS
+from steps.a2i_loops import decision_from_output
 from steps.local_review.loops import LocalHumanLoops
-from steps.review import ReviewDecision, decision_from_output
+from steps.review import ReviewDecision
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "review"
 REFERENCE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
