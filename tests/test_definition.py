@@ -21,7 +21,7 @@ from core.sagemaker_config import resolve_settings
 from pipeline import definition as D
 from pipeline import parameters as P
 from pipeline.expressions import iter_gets, parse_path, walk
-from pipeline.local_runner import flatten_steps, validate_definition
+from pipeline.local_definition import flatten_steps, validate_definition
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"

@@ -27,12 +27,9 @@ from pipeline.expressions import (
     parse_path,
     walk,
 )
-from pipeline.local_runner import (
-    PROCESSING_ROOT_ENV,
-    LocalRunner,
-    resolve_parameters,
-    validate_definition,
-)
+from pipeline.local_definition import resolve_parameters, validate_definition
+from pipeline.local_processing import PROCESSING_ROOT_ENV
+from pipeline.local_runner import LocalRunner
 
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 
@@ -666,9 +663,10 @@ def _fake_data_preparation(monkeypatch):
     import numpy as np
     from PIL import Image
 
+    import pipeline.local_processing as processing_module
     import pipeline.local_runner as runner_module
 
-    real = runner_module.subprocess_launcher
+    real = processing_module.subprocess_launcher
 
     def launcher(step, command, env, cwd, log_path):
         root = Path(env[PROCESSING_ROOT_ENV])
@@ -698,7 +696,7 @@ def _fake_data_preparation(monkeypatch):
             return 0
         return real(step, command, env, cwd, log_path)
 
-    monkeypatch.setattr(runner_module, "subprocess_launcher", launcher)
+    monkeypatch.setattr(runner_module, "subprocess_launcher", launcher)  # LocalRunner looks its default up there
 
 
 def test_run_local_command_with_the_local_handlers_ends_honestly_after_a_dry_run(tmp_path, monkeypatch, capsys):

@@ -20,7 +20,8 @@ from storyboard_testutil import fake_gate
 
 from core.config import parse_config
 from pipeline import definition as D
-from pipeline.local_runner import PROCESSING_ROOT_ENV, LocalRunner
+from pipeline.local_processing import PROCESSING_ROOT_ENV
+from pipeline.local_runner import LocalRunner
 from pipeline.local_training import OPT_ML_ENV, final_metrics
 
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"

@@ -223,7 +223,7 @@ def test_the_reconciler_answers_ready_throughputs_and_deletes_orphans(clients):
 def test_the_bedrock_definition_provisions_before_evaluate_and_releases_after(aws_env):
     from pipeline import definition as D
     from pipeline.compile import compile_definition
-    from pipeline.local_runner import flatten_steps
+    from pipeline.local_definition import flatten_steps
 
     data = yaml.safe_load((REPO / "pipeline.yaml").read_text())
     data["finetune"]["backend"] = "bedrock"

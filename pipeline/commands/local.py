@@ -280,7 +280,8 @@ def with_review_page(config: Any, overrides: dict[str, Any]) -> tuple[Any, dict[
 
 def run_local(args: argparse.Namespace) -> int:
     """Run (or resume) a local execution and print its step summary; returns the exit status."""
-    from pipeline.local_runner import LocalRunner, new_execution_id, resolve_parameters
+    from pipeline.local_definition import resolve_parameters
+    from pipeline.local_runner import LocalRunner, new_execution_id
     from pipeline.parameters import check_overrides, parse_assignments
 
     runs_dir = args.runs.expanduser().resolve()
@@ -390,7 +391,7 @@ def _echo(line: str) -> None:
 def _register_arn(definition: dict[str, Any]) -> str | None:
     """The FunctionArn of the RegisterModel step in a compiled definition (searched through branches)."""
     from pipeline.definition import REGISTER
-    from pipeline.local_runner import flatten_steps
+    from pipeline.local_definition import flatten_steps
 
     info = flatten_steps(definition).get(REGISTER)
     return info.spec.get("FunctionArn") if info else None

@@ -348,7 +348,7 @@ def upload_lambda_config(session: Any, config: Any, args: argparse.Namespace) ->
 def cmd_start(args: argparse.Namespace) -> int:
     """Start an execution with ``--param`` overrides (checked against the deployed definition)."""
     from pipeline.expressions import to_text
-    from pipeline.local_runner import resolve_parameters
+    from pipeline.local_definition import resolve_parameters
     from pipeline.parameters import SPECS_BY_NAME, check_overrides, parse_assignments
 
     config, session, client = _clients(args)
