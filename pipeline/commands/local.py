@@ -389,8 +389,8 @@ def _echo(line: str) -> None:
 
 def _register_arn(definition: dict[str, Any]) -> str | None:
     """The FunctionArn of the RegisterModel step in a compiled definition (searched through branches)."""
-    from pipeline.definition import REGISTER
     from pipeline.local_runner import flatten_steps
+    from pipeline.step_names import REGISTER
 
     info = flatten_steps(definition).get(REGISTER)
     return info.spec.get("FunctionArn") if info else None
