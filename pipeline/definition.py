@@ -63,6 +63,7 @@ from pipeline import parameters as P
 from pipeline.callback_steps import _finetune_step, _review_step
 from pipeline.evaluation_throughput_steps import provision_step, release_step
 from pipeline.gate_steps import _gate_steps, _register_step
+from pipeline.parameter_values import build_parameters
 from pipeline.processing_steps import _caption_step, _evaluate_step, _extract_step
 from pipeline.step_context import _Context, _lora
 from pipeline.training_step import _finetune_training_step
@@ -112,7 +113,7 @@ def get_pipeline(config: StoryboardConfig, session: Any, settings: SageMakerSett
     from sagemaker.mlops.workflow.pipeline import Pipeline
 
     settings = settings or resolve_settings(config)
-    params = P.build_parameters(config, settings)
+    params = build_parameters(config, settings)
     ctx = _Context(config=config, settings=settings, session=session, params=params)
     extract = _extract_step(ctx)
     caption = _caption_step(ctx, extract)

@@ -67,7 +67,9 @@ def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys)
     from core.config import load_config
     from core.sagemaker_config import resolve_settings
     from pipeline.compile import compile_definition
-    from pipeline.parameters import CONFIG_URI, container_config_bytes, parameter_defaults
+    from pipeline.container_config import container_config_bytes
+    from pipeline.parameter_values import parameter_defaults
+    from pipeline.parameters import CONFIG_URI
 
     path = write_config(tmp_path, role_arn=ROLE, tags={"Project": "storyboard", "Team": "story"})
     assert cli("upsert", "--config", str(path), "--no-validate-role") == 0

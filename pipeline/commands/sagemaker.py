@@ -49,7 +49,7 @@ def _common(parser: argparse.ArgumentParser, aws: bool = True) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add compile, upsert, start, status, list and stop to ``subparsers``."""
-    from pipeline.parameters import describe_parameters
+    from pipeline.parameter_values import describe_parameters
 
     p = subparsers.add_parser(
         "compile", help="write the pipeline definition JSON (offline, deterministic)",
@@ -284,7 +284,9 @@ def upload_container_config(session: Any, config: Any, settings: Any, configured
     """
     from botocore.exceptions import ClientError
 
-    from pipeline.parameters import CONFIG_URI, container_config_bytes, parameter_defaults
+    from pipeline.container_config import container_config_bytes
+    from pipeline.parameter_values import parameter_defaults
+    from pipeline.parameters import CONFIG_URI
 
     uri = str(parameter_defaults(config, settings)[CONFIG_URI])
     bucket, key = uri[len("s3://"):].split("/", 1)
@@ -349,7 +351,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     """Start an execution with ``--param`` overrides (checked against the deployed definition)."""
     from pipeline.expressions import to_text
     from pipeline.local_runner import resolve_parameters
-    from pipeline.parameters import SPECS_BY_NAME, check_overrides, parse_assignments
+    from pipeline.parameter_values import check_overrides, parse_assignments
+    from pipeline.parameters import SPECS_BY_NAME
 
     config, session, client = _clients(args)
     config = with_stack_outputs(args, config, session)
