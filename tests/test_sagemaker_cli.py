@@ -15,6 +15,7 @@ import yaml
 from botocore.stub import ANY, Stubber
 
 from core.errors import InputError
+from pipeline.commands import context as cmd_context
 from pipeline.commands import sagemaker as sm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +166,7 @@ def stubbed(aws_env, monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     client = boto3.client("sagemaker", region_name="us-east-1")
     stubber = Stubber(client)
-    monkeypatch.setattr(sm, "sagemaker_client", lambda session, config: client)
+    monkeypatch.setattr(cmd_context, "sagemaker_client", lambda session, config: client)
     with stubber:
         yield stubber
     stubber.assert_no_pending_responses()
