@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-PROVISION_EVAL = "ProvisionEvaluationModel"  # the Task names the consumer dispatches on, and the step names
-RELEASE_EVAL = "ReleaseEvaluationModel"
+from pipeline.step_names import PROVISION_EVAL, RELEASE_EVAL  # the Task names the consumer dispatches on
+
 PROVISION_OUTPUTS = ("ProvisionedModelArn", "ProvisionedModelName")
 RELEASE_OUTPUTS = ("Released",)
 

@@ -225,7 +225,7 @@ def resolve_parameters(definition: Mapping[str, Any], overrides: Mapping[str, An
     from core.errors import InputError
 
     declared = {p["Name"]: p for p in definition.get("Parameters", [])}
-    from pipeline.parameters import unknown_parameter_error
+    from pipeline.parameter_values import unknown_parameter_error
 
     for name in overrides:
         if name not in declared:

@@ -13,7 +13,7 @@ from core.config import StoryboardConfig, load_config, parse_config
 from core.errors import InputError
 from pipeline.commands.cli import main
 from pipeline.config_yaml import REGENERATE_COMMAND, attribute_docs, render_defaults
-from pipeline.parameters import check_overrides
+from pipeline.parameter_values import check_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(REPO.glob("examples/*/pipeline.yaml"))

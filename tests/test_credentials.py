@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoRegionEr
 from botocore.stub import Stubber
 
 from pipeline.commands import cli
-from pipeline.commands import sagemaker as sm
+from pipeline.commands import context as cmd_context
 
 REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
@@ -88,7 +88,7 @@ def test_unknown_profile_names_it_and_how_to_create_it(no_credentials, capsys):
 def test_expired_token_is_one_line(aws_env, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     client = boto3.client("sagemaker", region_name="us-east-1")
-    monkeypatch.setattr(sm, "sagemaker_client", lambda session, config: client)
+    monkeypatch.setattr(cmd_context, "sagemaker_client", lambda session, config: client)
     with Stubber(client) as stubber:
         stubber.add_client_error("list_pipeline_executions", "ExpiredTokenException",
                                  "The security token included in the request is expired", http_status_code=400)

@@ -18,8 +18,8 @@ from PIL import Image
 from core.config import load_config, parse_config
 from core.errors import InputError
 from core.sagemaker_config import resolve_settings
-from pipeline import definition as D
 from pipeline import parameters as P
+from pipeline import step_names as D
 from pipeline.expressions import iter_gets, parse_path, walk
 from pipeline.local_definition import flatten_steps, validate_definition
 

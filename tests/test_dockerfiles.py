@@ -4,7 +4,7 @@ No Docker daemon here: the Dockerfiles are parsed (dockerfile-parse), never buil
 installs its own lock with ``--require-hashes`` and nothing else unpinned; the lock pins every direct dependency
 of the setup.py extras the image needs (``packaging``), for the Python the Dockerfile asserts; it copies every
 top-level package of the project; its final ``USER`` (non-root where SageMaker or Lambda allows it, root with
-the reason written beside it where not); its entry point is what ``pipeline/definition.py`` and
+the reason written beside it where not); its entry point is what ``pipeline/step_names.py`` names and
 ``pipeline/infra/template.yaml`` run.
 """
 
@@ -27,7 +27,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from pipeline import definition
+from pipeline import step_names
 from pipeline.infra import images
 from pipeline.infra.cfn_template import load_template
 
@@ -49,7 +49,7 @@ IMAGES = {
     "lambda": Image(python="3.12", extras=(), root_needed=False),
     # SageMaker creates /opt/ml/... as root when the job starts (each Dockerfile cites the evidence).
     "processing": Image(python="3.11", extras=("processing", "onnx"), root_needed=True),
-    # The training image also runs Evaluate for the sagemaker backend (definition.py), hence "processing".
+    # The training image also runs Evaluate for the sagemaker backend (processing_steps.py), hence "processing".
     "training": Image(python="3.11", extras=("train", "processing", "onnx"), root_needed=True,
                       not_locked=("torch",)),
     # "SageMaker AI expects all containers to run with root users" (Custom inference code with hosting).
@@ -241,17 +241,17 @@ def _runs_as_main(module: str) -> bool:
 
 def test_processing_has_no_entry_point_of_its_own_and_every_step_module_runs():
     assert [_exec_form(v) for v in instructions(parse("processing"), "ENTRYPOINT")] == [[]]
-    for module in definition.ENTRYPOINT_MODULES.values():
+    for module in step_names.ENTRYPOINT_MODULES.values():
         assert _runs_as_main(module), module
 
 
 def test_training_entry_point_is_the_definitions_container_entrypoint():
     entrypoints = instructions(parse("training"), "ENTRYPOINT")
-    assert _exec_form(entrypoints[-1]) == definition.TRAINING_ENTRYPOINT
-    assert definition.TRAINING_ENTRYPOINT[:2] == ["python3", "-m"]
-    assert _runs_as_main(definition.TRAINING_ENTRYPOINT[2])
+    assert _exec_form(entrypoints[-1]) == step_names.TRAINING_ENTRYPOINT
+    assert step_names.TRAINING_ENTRYPOINT[:2] == ["python3", "-m"]
+    assert _runs_as_main(step_names.TRAINING_ENTRYPOINT[2])
     # the same image runs Evaluate for the sagemaker backend: its module is in the image and runs
-    assert _runs_as_main(definition.ENTRYPOINT_MODULES[definition.EVALUATE])
+    assert _runs_as_main(step_names.ENTRYPOINT_MODULES[step_names.EVALUATE])
 
 
 def test_inference_serves_through_the_toolkit_with_the_four_handler_functions():

@@ -18,7 +18,7 @@ from storyboard_testutil import MEDIA, fake_gate
 
 from core.config import parse_config
 from core.errors import InputError
-from pipeline import definition as D
+from pipeline import step_names as D
 from pipeline.expressions import (
     EvaluationContext,
     ExpressionError,

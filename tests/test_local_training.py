@@ -19,7 +19,7 @@ import pytest
 from storyboard_testutil import fake_gate
 
 from core.config import parse_config
-from pipeline import definition as D
+from pipeline import step_names as D
 from pipeline.local_processing import PROCESSING_ROOT_ENV
 from pipeline.local_runner import LocalRunner
 from pipeline.local_training import OPT_ML_ENV, final_metrics

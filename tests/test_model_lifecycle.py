@@ -13,6 +13,7 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from core.config import parse_config
+from pipeline.commands import context as cmd_context
 from pipeline.commands import sagemaker as sm
 from steps.model_lifecycle import (
     ModelLifecycleError,
@@ -171,8 +172,8 @@ def _start(tmp_path: Path, monkeypatch, bedrock_client, captions_model: str, *ex
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
     sm_stubber = Stubber(sagemaker)
     sm_stubber.activate()
-    monkeypatch.setattr(sm, "sagemaker_client", lambda session, config: sagemaker)
-    real = sm.boto_session
+    monkeypatch.setattr(cmd_context, "sagemaker_client", lambda session, config: sagemaker)
+    real = cmd_context.boto_session
 
     class Session:
         def __init__(self, inner):
@@ -181,7 +182,7 @@ def _start(tmp_path: Path, monkeypatch, bedrock_client, captions_model: str, *ex
         def client(self, service, **kwargs):
             return bedrock_client if service == "bedrock" else self.inner.client(service, **kwargs)
 
-    monkeypatch.setattr(sm, "boto_session", lambda args, config: Session(real(args, config)))
+    monkeypatch.setattr(cmd_context, "boto_session", lambda args, config: Session(real(args, config)))
     parser = argparse.ArgumentParser()
     sm.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["start", "--config", str(path), *extra])

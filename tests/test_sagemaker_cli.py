@@ -15,6 +15,7 @@ import yaml
 from botocore.stub import ANY, Stubber
 
 from core.errors import InputError
+from pipeline.commands import context as cmd_context
 from pipeline.commands import sagemaker as sm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +68,9 @@ def test_upsert_then_start_creates_pipeline_and_execution(aws, tmp_path, capsys)
     from core.config import load_config
     from core.sagemaker_config import resolve_settings
     from pipeline.compile import compile_definition
-    from pipeline.parameters import CONFIG_URI, container_config_bytes, parameter_defaults
+    from pipeline.container_config import container_config_bytes
+    from pipeline.parameter_values import parameter_defaults
+    from pipeline.parameters import CONFIG_URI
 
     path = write_config(tmp_path, role_arn=ROLE, tags={"Project": "storyboard", "Team": "story"})
     assert cli("upsert", "--config", str(path), "--no-validate-role") == 0
@@ -163,7 +166,7 @@ def stubbed(aws_env, monkeypatch, tmp_path):
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     client = boto3.client("sagemaker", region_name="us-east-1")
     stubber = Stubber(client)
-    monkeypatch.setattr(sm, "sagemaker_client", lambda session, config: client)
+    monkeypatch.setattr(cmd_context, "sagemaker_client", lambda session, config: client)
     with stubber:
         yield stubber
     stubber.assert_no_pending_responses()

@@ -221,7 +221,7 @@ def test_the_reconciler_answers_ready_throughputs_and_deletes_orphans(clients):
 
 
 def test_the_bedrock_definition_provisions_before_evaluate_and_releases_after(aws_env):
-    from pipeline import definition as D
+    from pipeline import step_names as D
     from pipeline.compile import compile_definition
     from pipeline.local_definition import flatten_steps
 

@@ -79,7 +79,8 @@ def parameter_lines(config: Any, overrides: dict[str, str]) -> list[str]:
         core.errors.InputError: an unknown parameter name or a bad value in ``overrides``.
     """
     from core.sagemaker_config import resolve_settings
-    from pipeline.parameters import check_overrides, parameter_defaults, specs_for
+    from pipeline.parameter_values import check_overrides, parameter_defaults
+    from pipeline.parameters import specs_for
 
     specs = specs_for(config.finetune.backend)
     checked = check_overrides(overrides, known={s.name: s.type for s in specs})
@@ -100,7 +101,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print the effective configuration with each value's source, then the parameters."""
     from core.config import DEFAULT_CONFIG_FILE, load_config
     from pipeline.config_yaml import render_effective
-    from pipeline.parameters import parse_assignments
+    from pipeline.parameter_values import parse_assignments
 
     path = args.config
     if path is None and Path(DEFAULT_CONFIG_FILE).is_file():

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.commands.sagemaker import _config, boto_session
+from pipeline.commands.context import _config, boto_session
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

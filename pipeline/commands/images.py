@@ -9,8 +9,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from pipeline.commands.context import _config, boto_session
 from pipeline.commands.deploy import stack_name_of
-from pipeline.commands.sagemaker import _config, boto_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 :data:`DESCRIPTION` is the command's help (plain text: usage, inputs, the random-weight stand-in base
 model and :data:`STAND_IN_PARAMETERS`, progress, the resume policy, exit statuses). The definition is
 compiled as ``storyboard compile`` does and run by :class:`pipeline.local_runner.LocalRunner`; every
-``--param`` is checked (:func:`pipeline.parameters.check_overrides`) before anything is built or run;
+``--param`` is checked (:func:`pipeline.parameter_values.check_overrides`) before anything is built or run;
 ``--resume`` keeps the execution's parameters and configuration (:func:`check_resume_config`).
 """
 
@@ -208,7 +208,8 @@ def check_ranges(values: dict[str, Any]) -> None:
     Raises:
         core.errors.InputError: naming the parameter and its range.
     """
-    from pipeline.parameters import SPECS_BY_NAME, coerce_value
+    from pipeline.parameter_values import coerce_value
+    from pipeline.parameters import SPECS_BY_NAME
 
     for name, value in values.items():
         if name in SPECS_BY_NAME:
@@ -282,7 +283,7 @@ def run_local(args: argparse.Namespace) -> int:
     """Run (or resume) a local execution and print its step summary; returns the exit status."""
     from pipeline.local_definition import resolve_parameters
     from pipeline.local_runner import LocalRunner, new_execution_id
-    from pipeline.parameters import check_overrides, parse_assignments
+    from pipeline.parameter_values import check_overrides, parse_assignments
 
     runs_dir = args.runs.expanduser().resolve()
     if args.resume and getattr(args, "review_page", False):
@@ -390,8 +391,8 @@ def _echo(line: str) -> None:
 
 def _register_arn(definition: dict[str, Any]) -> str | None:
     """The FunctionArn of the RegisterModel step in a compiled definition (searched through branches)."""
-    from pipeline.definition import REGISTER
     from pipeline.local_definition import flatten_steps
+    from pipeline.step_names import REGISTER
 
     info = flatten_steps(definition).get(REGISTER)
     return info.spec.get("FunctionArn") if info else None

@@ -92,7 +92,7 @@ def run_approve(args: argparse.Namespace) -> int:
                    "plannedState": str(folder / "deployment_state.json"),
                    "note": "planned offline: nothing was deployed"}
     else:
-        from pipeline.commands.sagemaker import boto_session, sagemaker_client
+        from pipeline.commands.context import boto_session, sagemaker_client
 
         client = sagemaker_client(boto_session(args, config), config)
         request: dict[str, Any] = {"ModelPackageArn": args.model_package_arn, "ModelApprovalStatus": status}

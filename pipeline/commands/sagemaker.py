@@ -14,6 +14,9 @@ the configuration, then the usual boto3 chain); ``AWS_ENDPOINT_URL`` is honoured
 reach a moto server. The pipeline role comes from ``--role-arn``, then ``$STORYBOARD_ROLE_ARN``, then
 ``sagemaker.role_arn``. ``upsert`` uploads the containers' configuration to ``PipelineConfigS3Uri``
 before creating or updating the pipeline.
+
+``status``, ``list`` and ``stop`` (and the waiting of ``start --wait``) are in :mod:`pipeline.commands.executions`;
+the configuration, session and clients every command starts from in :mod:`pipeline.commands.context`.
 """
 
 from __future__ import annotations
@@ -23,18 +26,24 @@ import contextlib
 import json
 import os
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from pipeline.commands.context import _clients, _config, _pipeline_name, boto_session, with_stack_outputs
+from pipeline.commands.executions import (
+    _print_link,
+    cmd_list,
+    cmd_status,
+    cmd_stop,
+    studio_link,
+    wait_for_execution,
+)
 
-TERMINAL_STATUSES = ("Succeeded", "Failed", "Stopped")
 STACK_HELP = ("CloudFormation stack of 'storyboard deploy' whose outputs name the role, bucket, images, queue and "
               "functions (default: sagemaker.stack_name; none: the configuration's own names)")
-EXIT_FAILED = 1
 
 
 # ----- parsers ----------------------------------------------------------------------------------------
@@ -49,7 +58,7 @@ def _common(parser: argparse.ArgumentParser, aws: bool = True) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add compile, upsert, start, status, list and stop to ``subparsers``."""
-    from pipeline.parameters import describe_parameters
+    from pipeline.parameter_values import describe_parameters
 
     p = subparsers.add_parser(
         "compile", help="write the pipeline definition JSON (offline, deterministic)",
@@ -115,35 +124,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ----- helpers ----------------------------------------------------------------------------------------
 
-def _config(args: argparse.Namespace) -> Any:
-    from core.config import load_config
-
-    path = args.config
-    if path is None and Path("pipeline.yaml").is_file():
-        path = Path("pipeline.yaml")
-    return load_config(path)
-
-
-def boto_session(args: argparse.Namespace, config: Any) -> Any:
-    """A boto3 session for ``--region``/``--profile`` (else the configuration's)."""
-    import boto3
-
-    return boto3.Session(region_name=args.region or config.aws.region, profile_name=args.profile or config.aws.profile)
-
-
-def sagemaker_client(session: Any, config: Any) -> Any:
-    """The SageMaker client of ``session`` with the project's retry policy (adaptive retries)."""
-    from core.aws import client_config
-
-    return session.client("sagemaker", config=client_config(read_timeout_s=60, max_attempts=config.aws.max_attempts))
-
-
-def _clients(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    config = _config(args)
-    session = boto_session(args, config)
-    return config, session, sagemaker_client(session, config)
-
-
 @contextlib.contextmanager
 def _env(name: str, value: str | None) -> Iterator[None]:
     if value is None:
@@ -158,96 +138,6 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = old
-
-
-def with_stack_outputs(args: argparse.Namespace, config: Any, session: Any) -> Any:
-    """``config`` with the names of the stack ``--stack-name`` (else ``sagemaker.stack_name``) applied; unchanged
-    when no stack is named (see :func:`pipeline.infra.outputs.apply_stack_outputs`)."""
-    from pipeline.infra.outputs import apply_stack_outputs
-    from pipeline.infra.stack import stack_outputs
-
-    name = getattr(args, "stack_name", None) or config.sagemaker.stack_name
-    if not name:
-        return config
-    return apply_stack_outputs(config, stack_outputs(session.client("cloudformation"), name), name)
-
-
-def _pipeline_name(config: Any) -> str:
-    from core.sagemaker_config import resolve_settings
-
-    return resolve_settings(config).pipeline_name
-
-
-def studio_link(client: Any, config: Any, region: str, pipeline_name: str, execution_arn: str) -> str | None:
-    """Studio URL of an execution: ``sagemaker.studio_domain_id``, else the Region's first domain."""
-    domain = config.sagemaker.studio_domain_id
-    if not domain:
-        try:
-            domains = client.list_domains(MaxResults=1).get("Domains", [])
-            domain = domains[0]["DomainId"] if domains else None
-        except Exception:  # noqa: BLE001 - a missing permission must not stop the command
-            domain = None
-    if not domain:
-        return None
-    execution_id = execution_arn.rsplit("/", 1)[-1]
-    return (f"https://studio-{domain}.studio.{region}.sagemaker.aws/pipelines/view/{pipeline_name}"
-            f"/executions/{execution_id}/graph")
-
-
-def _print_link(link: str | None) -> None:
-    if link:
-        print(f"Studio: {link}")
-    else:
-        print("Studio: no domain found; set sagemaker.studio_domain_id for a direct link")
-
-
-def _latest_execution(client: Any, pipeline_name: str, executing_only: bool = False) -> str:
-    paginator = client.get_paginator("list_pipeline_executions")
-    for page in paginator.paginate(PipelineName=pipeline_name, SortBy="CreationTime", SortOrder="Descending"):
-        for summary in page.get("PipelineExecutionSummaries", []):
-            if not executing_only or summary.get("PipelineExecutionStatus") == "Executing":
-                return summary["PipelineExecutionArn"]
-    what = "executing execution" if executing_only else "execution"
-    raise InputError(f"pipeline {pipeline_name} has no {what}; give the execution ARN")
-
-
-def list_steps(client: Any, execution_arn: str) -> list[dict[str, Any]] | None:
-    """The execution's steps, oldest first (``None`` where the endpoint does not offer the call)."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    steps: list[dict[str, Any]] = []
-    try:
-        paginator = client.get_paginator("list_pipeline_execution_steps")
-        for page in paginator.paginate(PipelineExecutionArn=execution_arn, SortOrder="Ascending"):
-            steps.extend(page.get("PipelineExecutionSteps", []))
-    except (ClientError, BotoCoreError) as err:
-        code = getattr(err, "response", {}).get("Error", {}).get("Code", "") if isinstance(err, ClientError) else ""
-        if code in ("AccessDeniedException", "ResourceNotFound", "ValidationException"):
-            raise
-        return None
-    return steps
-
-
-def _step_line(step: dict[str, Any]) -> str:
-    reason = step.get("FailureReason") or ""
-    meta = step.get("Metadata", {})
-    detail = ""
-    if "Condition" in meta:
-        detail = f"outcome {meta['Condition'].get('Outcome')}"
-    elif "Callback" in meta:
-        outputs = {o["Name"]: o.get("Value") for o in meta["Callback"].get("OutputParameters", [])}
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(outputs.items()))
-    elif "Lambda" in meta:
-        outputs = {o["Name"]: o.get("Value") for o in meta["Lambda"].get("OutputParameters", [])}
-        detail = ", ".join(f"{k}={v}" for k, v in sorted(outputs.items()))
-    elif "ProcessingJob" in meta:
-        detail = meta["ProcessingJob"].get("Arn", "")
-    text = f"  {step.get('StepName', '?'):<20} {step.get('StepStatus', '?'):<11} {detail}"
-    return f"{text} {reason}".rstrip()
-
-
-def _timestamp(value: Any) -> str:
-    return value.isoformat(timespec="seconds") if hasattr(value, "isoformat") else str(value or "")
 
 
 # ----- commands ---------------------------------------------------------------------------------------
@@ -284,7 +174,9 @@ def upload_container_config(session: Any, config: Any, settings: Any, configured
     """
     from botocore.exceptions import ClientError
 
-    from pipeline.parameters import CONFIG_URI, container_config_bytes, parameter_defaults
+    from pipeline.container_config import container_config_bytes
+    from pipeline.parameter_values import parameter_defaults
+    from pipeline.parameters import CONFIG_URI
 
     uri = str(parameter_defaults(config, settings)[CONFIG_URI])
     bucket, key = uri[len("s3://"):].split("/", 1)
@@ -349,7 +241,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     """Start an execution with ``--param`` overrides (checked against the deployed definition)."""
     from pipeline.expressions import to_text
     from pipeline.local_definition import resolve_parameters
-    from pipeline.parameters import SPECS_BY_NAME, check_overrides, parse_assignments
+    from pipeline.parameter_values import check_overrides, parse_assignments
+    from pipeline.parameters import SPECS_BY_NAME
 
     config, session, client = _clients(args)
     config = with_stack_outputs(args, config, session)
@@ -381,80 +274,3 @@ def cmd_start(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return wait_for_execution(client, arn, poll_seconds=args.poll_seconds)
-
-
-def wait_for_execution(client: Any, execution_arn: str, poll_seconds: float = 30.0,
-                       sleep: Any = time.sleep, out: Any = None) -> int:
-    """Poll until the execution ends, printing each step's status change; 0 if it succeeded, else 1."""
-    out = out or sys.stdout
-    seen: dict[str, str] = {}
-    while True:
-        described = client.describe_pipeline_execution(PipelineExecutionArn=execution_arn)
-        steps = list_steps(client, execution_arn) or []
-        for step in steps:
-            key = step.get("StepName", "?")
-            if seen.get(key) != step.get("StepStatus"):
-                seen[key] = step.get("StepStatus", "?")
-                print(_step_line(step), file=out, flush=True)
-        status = described.get("PipelineExecutionStatus")
-        if status in TERMINAL_STATUSES:
-            print(f"execution {status}" + (f": {described.get('FailureReason')}" if described.get("FailureReason")
-                                           else ""), file=out, flush=True)
-            return 0 if status == "Succeeded" else EXIT_FAILED
-        sleep(poll_seconds)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print an execution's status, failure reason, steps and Studio link."""
-    config, session, client = _clients(args)
-    name = _pipeline_name(config)
-    arn = args.execution_arn or _latest_execution(client, name)
-    described = client.describe_pipeline_execution(PipelineExecutionArn=arn)
-    print(f"execution: {arn}")
-    print(f"status:    {described.get('PipelineExecutionStatus')}")
-    if described.get("PipelineExecutionDisplayName"):
-        print(f"name:      {described['PipelineExecutionDisplayName']}")
-    print(f"started:   {_timestamp(described.get('CreationTime'))}")
-    if described.get("FailureReason"):
-        print(f"reason:    {described['FailureReason']}")
-    steps = list_steps(client, arn)
-    if steps is None:
-        print("steps:     (this endpoint does not list execution steps)")
-    else:
-        print("steps:" if steps else "steps:     none started yet")
-        for step in steps:
-            print(_step_line(step))
-    pipeline_name = arn.split(":pipeline/", 1)[-1].split("/", 1)[0] if ":pipeline/" in arn else name
-    _print_link(studio_link(client, config, session.region_name, pipeline_name, arn))
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    """Print the pipeline's executions, newest first."""
-    config, _, client = _clients(args)
-    if not 1 <= args.max <= 100:
-        raise InputError(f"--max must be 1..100, got {args.max}")
-    name = _pipeline_name(config)
-    response = client.list_pipeline_executions(PipelineName=name, SortBy="CreationTime", SortOrder="Descending",
-                                                MaxResults=args.max)
-    summaries = response.get("PipelineExecutionSummaries", [])
-    if not summaries:
-        print(f"pipeline {name} has no execution")
-        return 0
-    print(f"{'started':<26} {'status':<10} execution")
-    for summary in summaries[: args.max]:
-        label = summary.get("PipelineExecutionDisplayName") or ""
-        print(f"{_timestamp(summary.get('StartTime')):<26} {summary.get('PipelineExecutionStatus', '?'):<10} "
-              f"{summary['PipelineExecutionArn']} {label}".rstrip())
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    """Stop an execution (idempotent through ``ClientRequestToken``)."""
-    config, _, client = _clients(args)
-    arn = args.execution_arn or _latest_execution(client, _pipeline_name(config), executing_only=True)
-    token = uuid.uuid5(uuid.NAMESPACE_URL, f"stop:{arn}").hex[:64]
-    response = client.stop_pipeline_execution(PipelineExecutionArn=arn, ClientRequestToken=token)
-    print(f"stopping {response.get('PipelineExecutionArn', arn)}; running Callback steps wait for their consumer "
-          "to answer the Stopping message")
-    return 0

@@ -130,7 +130,7 @@ def lambda_config_yaml(config: StoryboardConfig) -> str:
         InputError: the dump does not load back as a valid configuration (a bug, caught before upload).
     """
     from core.config import parse_config
-    from pipeline.parameters import container_config
+    from pipeline.container_config import container_config
 
     data = container_config(config)
     data["sagemaker"] = config.sagemaker.model_dump(mode="json")
