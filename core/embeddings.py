@@ -15,8 +15,9 @@ product of their rows (DESIGN §5: "Normalise vectors before cosine similarity")
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -148,3 +149,22 @@ class ColorTextureDescriptor:
         if len(images) == 0:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([self.embed_image(img) for img in images])
+
+
+def embed_concurrently(jobs: Sequence[tuple[Any, str]], invoke: Callable[[Any, str], np.ndarray], dimension: int,
+                       concurrency: int) -> np.ndarray:
+    """Run ``invoke(body, what)`` for every ``(body, what)`` job on ``concurrency`` threads (results in job
+    order) and return the ``(N, dimension)`` float32 rows L2-normalised; a failure cancels the requests not yet
+    started and is raised. Shared by the Bedrock embedding backends (Titan, Nova)."""
+    if not jobs:
+        return np.zeros((0, dimension), dtype=np.float32)
+    if concurrency == 1 or len(jobs) == 1:
+        rows = [invoke(body, what) for body, what in jobs]
+    else:
+        pool = ThreadPoolExecutor(max_workers=min(concurrency, len(jobs)))
+        try:
+            futures = [pool.submit(invoke, body, what) for body, what in jobs]
+            rows = [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return normalize_rows(np.stack(rows))

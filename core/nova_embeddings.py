@@ -26,13 +26,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.embeddings import normalize_rows
+from core.embeddings import embed_concurrently
 from core.images import ImageFormat, encode_image
 
 if TYPE_CHECKING:
@@ -167,15 +166,4 @@ class NovaImageEmbedder:
             NovaEmbeddingError: Bedrock refused a request (after botocore's retries) or answered unusably.
         """
         jobs = [(self.image_body(img, what=f"image {i}"), f"image {i}") for i, img in enumerate(images)]
-        if not jobs:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.concurrency == 1 or len(jobs) == 1:
-            rows = [self._invoke(body, what) for body, what in jobs]
-        else:
-            pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)))
-            try:
-                futures = [pool.submit(self._invoke, body, what) for body, what in jobs]
-                rows = [f.result() for f in futures]
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        return normalize_rows(np.stack(rows))
+        return embed_concurrently(jobs, self._invoke, self.dimension, self.concurrency)

@@ -29,13 +29,12 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from botocore.exceptions import BotoCoreError, ClientError
 
-from core.embeddings import normalize_rows
+from core.embeddings import embed_concurrently
 from core.images import ImageFormat, encode_image
 
 if TYPE_CHECKING:
@@ -209,18 +208,7 @@ class TitanImageEmbedder:
         return vector
 
     def _run(self, jobs: list[tuple[dict[str, Any], str]]) -> np.ndarray:
-        if not jobs:
-            return np.zeros((0, self.dimension), dtype=np.float32)
-        if self.concurrency == 1 or len(jobs) == 1:
-            rows = [self._invoke(body, what) for body, what in jobs]
-        else:
-            pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)))
-            try:
-                futures = [pool.submit(self._invoke, body, what) for body, what in jobs]
-                rows = [f.result() for f in futures]
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)  # a failure cancels requests not yet started
-        return normalize_rows(np.stack(rows))
+        return embed_concurrently(jobs, self._invoke, self.dimension, self.concurrency)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Embed ``images`` (each ``(H, W, 3)`` uint8 RGB) into an ``(N, D)`` float32 array of unit rows.

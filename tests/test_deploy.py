@@ -30,16 +30,6 @@ ACCOUNT = "123456789012"  # moto's account
 PLACEHOLDER = "000000000000"
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def moto_outputs_after_execute(monkeypatch):
     from moto.cloudformation import models

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_deploy import aws, moto_outputs_after_execute, moto_url, write_config  # noqa: F401 - fixtures
+from test_deploy import aws, moto_outputs_after_execute, write_config  # noqa: F401 - fixtures
 
 from pipeline.commands.cli import main
 

@@ -22,16 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 ROLE = "arn:aws:iam::123456789012:role/StoryboardPipeline"
 
 
-@pytest.fixture(scope="module")
-def moto_url():
-    server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def aws(moto_url, monkeypatch, tmp_path):
     """Dummy credentials, the moto endpoint, a fresh moto state and a config file with one retry."""
