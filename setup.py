@@ -64,6 +64,8 @@ DEV = [
     "scikit-video>=1.1.11",
     "onnx>=1.15,<2",
     "packaging>=23",  # tests/test_dockerfiles.py reads the locks
+    "grimp>=3.5,<4",  # tests/test_layers.py: the import graph (import-linter's engine)
+    "networkx>=3,<4",  # tests/test_layers.py: cycles as strongly connected components
     "dockerfile-parse>=2,<3",  # tests/test_dockerfiles.py reads the Dockerfiles (no Docker daemon in the tests)
     "uv>=0.5,<1",  # make lock: uv pip compile --generate-hashes for each image's Python and platform
     # the review page's browser test drives Debian's chromium (apt), no browser download

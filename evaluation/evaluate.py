@@ -297,10 +297,14 @@ def run_evaluation(images_dir: str | Path, references_dir: str | Path, out_dir: 
                             "images each (evaluation.min_images_per_character); their intervals are flagged "
                             "(few_images) and rest on too few values to trust")
     cal_source, cal_items, cal_e = "held-out real crops", calibration, cal_emb
-    if calibration is None and training is not None and training_emb is not None:
+    backgrounds_only = calibration is not None and not any(item.character for item in calibration)
+    if (calibration is None or backgrounds_only) and training is not None and training_emb is not None:
         cal_source = "training crops apart from the references"
         cal_items, cal_e, near_refs = held_out_training(training, training_emb, ref_emb,
                                                         settings.memorisation_threshold)
+        if backgrounds_only and cal_emb is not None:  # ExtractFrames' windows of frames with no character
+            cal_source += ", with background windows"
+            cal_items, cal_e = list(cal_items) + list(calibration), np.vstack([cal_e, cal_emb])
         if near_refs:
             warnings.append(f"calibration: {near_refs} training crop(s) are near-copies of a reference (similarity "
                             f">= {settings.memorisation_threshold}) and were left out of the held-out crops")

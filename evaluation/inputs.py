@@ -126,7 +126,7 @@ def scan_character_folders(root: str | Path | None, what: str, option: str, *,
                 f"per character" + (" (a mean and a confidence interval over fewer images are meaningless)"
                                     if min_images > 1 else "") + blocked)
         result[name] = [ImageItem(p, f"{name}/{p.name}", name, parse_image_name(p.name)) for p in files]
-    if not any(k != BACKGROUND_FOLDER and v for k, v in result.items()):
+    if not any(v for k, v in result.items() if k != BACKGROUND_FOLDER or allow_background):
         loose = _image_files(root)
         hint = (f" ({len(loose)} image(s) lie directly in it: move them into {root}/<character>/)"
                 if loose else "")

@@ -32,6 +32,7 @@ from PIL import Image
 from core.config import NOVA_CANVAS_MIN_RECORDS, StoryboardConfig
 from core.errors import InputError, TooFewRecordsError
 from core.io import read_jsonl, write_json, write_jsonl
+from steps.background_windows import BACKGROUND_DIR
 from steps.bedrock_validation import validate_training_rows
 from steps.captioners import make_captioner
 from steps.captions import Captioner, CaptionRequest
@@ -125,11 +126,14 @@ def run_caption(extract_dirs: Sequence[str | Path], out_dir: str | Path, config:
     records, roots, vectors, heights, shard_summaries = _load_shards(shards)
     in_place = len(shards) == 1 and shards[0].resolve() == out.resolve()
     prepare_out_dir(out, overwrite or in_place, CAPTION_OUTPUTS if in_place else CAPTION_OUTPUTS + (
-        "crops", "crops.jsonl", REFERENCES_FOLDER))
+        "crops", "crops.jsonl", REFERENCES_FOLDER, BACKGROUND_DIR.parts[0]))
     if not in_place:  # the references that defined the characters, for Evaluate (every shard has the same)
         first = next((s / REFERENCES_FOLDER for s in shards if (s / REFERENCES_FOLDER).is_dir()), None)
         if first is not None:
             shutil.copytree(first, out / REFERENCES_FOLDER)
+        for shard in shards:  # every shard's background windows, for Evaluate's calibration
+            if (shard / BACKGROUND_DIR).is_dir():
+                shutil.copytree(shard / BACKGROUND_DIR, out / BACKGROUND_DIR, dirs_exist_ok=True)
 
     # Global de-duplication across shards (a no-op for one shard, where ExtractFrames already did it).
     candidates = [r for r in records if r.kept and r.crop_id in vectors]

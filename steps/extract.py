@@ -36,6 +36,7 @@ from core.embeddings import ImageEmbedder
 from core.errors import InputError, NoCharacterFoundError
 from core.images import encode_image
 from core.io import atomic_open, write_bytes, write_json, write_jsonl
+from steps.background_windows import BackgroundWindows
 from steps.crops import make_crop
 from steps.dedup import deduplicate
 from steps.detection import CharacterDetector
@@ -47,7 +48,8 @@ from steps.video import VideoInfo, estimate_content_box, probe_video, sample_fra
 
 log = logging.getLogger(__name__)
 
-EXTRACT_OUTPUTS = ("frames.jsonl", "crops.jsonl", "embeddings.npz", "extract_summary.json", "crops", "references")
+EXTRACT_OUTPUTS = ("frames.jsonl", "crops.jsonl", "embeddings.npz", "extract_summary.json", "crops", "references",
+                   "calibration")
 CANDIDATE_FLOOR = 0.5
 """Candidates for temporal rescoring are kept from this fraction of ``detection.min_score`` up."""
 
@@ -210,6 +212,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
           f"{format_duration(total_s)} of video")
     tracker = ProgressLog(f"{STEP_LABEL} sampling", total_s or None, "s of video")
     offset_s = 0.0
+    # windows of frames with clearly no character: the backgrounds Evaluate calibrates the encoder against
+    backgrounds = BackgroundWindows(out, max_raw_score=det_cfg.min_score * CANDIDATE_FLOOR)
     with atomic_open(out / "frames.jsonl", "w") as frames_log:
         for info in infos:
             sampled = 0
@@ -229,6 +233,8 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
                 row = frame_log_row(frame, kept)
                 row["raw_scores"] = {k: round(v, 4) for k, v in sorted(raw.items())}
                 frames_log.write(_dumps(row))
+                if not kept:
+                    backgrounds.offer(frame, raw)
                 for name in {d.character for d in kept}:
                     frames_with[name] += 1
                 records.extend(_crop_detections(frame, kept, config, out, ext, embedded))

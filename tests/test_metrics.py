@@ -575,3 +575,21 @@ def test_references_yaml_only_character_needs_the_video_and_works_with_it(sets, 
     assert ruby > doc["metrics"]["character_similarity"]["base"]["per_character"]["ruby"]["mean"]
     assert doc["gate"]["max_near_copy_rate"] == 1.0 and summary["gate_status"] == doc["gate"]["status"]
     assert any("dropped" in w for w in summary["warnings"])
+
+
+def test_background_windows_alone_pair_with_the_held_out_training_crops(sets, tmp_path):
+    """The pipeline's dataset carries only calibration/_background/ (ExtractFrames' windows of frames with no
+    character): Evaluate pairs them with the training crops that copy no reference, per character."""
+    rng = np.random.default_rng(5)
+    background = tmp_path / "calibration" / "_background"
+    background.mkdir(parents=True)
+    for k in range(4):
+        _scene_image(rng).save(background / f"clip_f{k:06d}_0.png")
+    config = parse_config({"evaluation": {"bootstrap_samples": 100, "memorisation_threshold": 0.999}})
+    result = run_evaluation(sets["finetuned"], sets["refs"], tmp_path / "out", baseline_dir=sets["base"],
+                            training_crops_dir=sets["crops"], calibration_dir=tmp_path / "calibration", config=config)
+    calibration = result.evaluation["calibration"]
+    assert "background windows" in calibration["source"]
+    for character in COLOURS:
+        entry = calibration["per_character"][character]
+        assert entry["auc"] is not None and entry["background"] is not None, entry

@@ -64,6 +64,14 @@ def test_detection_precision_and_recall_per_second(media, labels, tmp_path, caps
               f"fn {scores['fn']} at {scores['missed_seconds']}); prepare exit {code} in {elapsed:.0f} s")
     assert scores["precision"] >= 0.8 and scores["recall"] >= 0.7, scores
     assert code == 0
+    # Background windows for Evaluate's calibration: only from seconds where the character is not on screen.
+    windows = sorted((out / "calibration" / "_background").glob("*.png"))
+    seconds = sorted({round(int(w.stem.rsplit("_f", 1)[1].split("_")[0]) / 25.0) for w in windows})
+    on_screen = [s for s in seconds if s in set(label["present"])]
+    with capsys.disabled():
+        print(f"[background windows] {clip}: {len(windows)} from seconds {seconds}; with {character} on screen: "
+              f"{on_screen}")
+    assert windows and not on_screen
     report = validate_training_manifest(out / "train.jsonl")
     assert report.ok, report.errors
     for row in (json.loads(line) for line in (out / "crops.jsonl").read_text().splitlines()):
