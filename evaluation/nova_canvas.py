@@ -28,6 +28,7 @@ from botocore.exceptions import ClientError
 
 from core.errors import InputError
 from evaluation.generators import GenerationError, GenerationOutcome, _as_png
+from steps.retry_policy import is_retryable
 
 if TYPE_CHECKING:
     from core.config import AwsConfig
@@ -39,15 +40,10 @@ log = logging.getLogger(__name__)
 
 MIN_READ_TIMEOUT_S = 300  # Nova Canvas can take minutes per request (DESIGN.md §5)
 
-# InvokeModel errors that botocore retries (bedrock-runtime service model; Bedrock "Troubleshooting API error
-# codes"): when one still comes back, botocore's attempts are spent. ValidationException is not among them: it
-# means a blocked prompt only when its message is the content filter's ("This request has been blocked by our
-# content filters."); any other ValidationException (an unknown model ID or ARN, a malformed request) would fail
-# every request the same way, so it is fatal.
-RETRYABLE_ERRORS = frozenset({
-    "ThrottlingException", "ServiceUnavailableException", "ModelTimeoutException", "InternalServerException",
-    "ModelNotReadyException",
-})
+# Errors that stop the run (every further request would fail the same way). A ValidationException means a
+# blocked prompt only when its message is the content filter's ("This request has been blocked by our content
+# filters."); any other ValidationException (an unknown model ID or ARN, a malformed request) is fatal too.
+# Whether botocore retried an error is steps.retry_policy.is_retryable's answer (botocore's own rules).
 FATAL_ERRORS = frozenset({"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException"})
 CONTENT_FILTER_MESSAGE = re.compile(r"content filter", re.IGNORECASE)
 
@@ -121,7 +117,7 @@ class NovaCanvasGenerator:
                 raise GenerationError(f"InvokeModel on {self.model_id} failed with {code}: {message}. "
                                       "Check the model ID or provisioned throughput ARN, the region, and "
                                       "bedrock:InvokeModel permission.") from err
-            if code in RETRYABLE_ERRORS:
+            if is_retryable(err):
                 log.warning("%s on %s after %d attempts (botocore's retries)", code, self.model_id, attempt)
             return GenerationOutcome(request, "failed", error=f"{code}: {message}", attempts=attempt)
         attempt = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1

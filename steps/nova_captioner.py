@@ -61,7 +61,9 @@ TRANSIENT_ERROR_CODES = frozenset({
     "ThrottlingException", "TooManyRequestsException", "ServiceUnavailableException",
     "InternalServerException", "ModelNotReadyException", "ModelTimeoutException",
 })
-"""Converse errors worth retrying (Bedrock API reference, Converse "Errors")."""
+"""Converse errors that end in the template caption flagged for review rather than stopping the step (Bedrock
+API reference, Converse "Errors"). botocore retries all but ``ModelTimeoutException`` inside the call
+(:func:`steps.retry_policy.is_retryable` gives its rules); when one comes back, its attempts are spent."""
 
 SYSTEM_PROMPT = (
     "You are an expert image description specialist who creates concise, natural alt text that makes "
