@@ -40,7 +40,6 @@ class BackgroundWindows:
     max_frames: int = 12
     windows_per_frame: int = 2
     side_fraction: float = 0.45
-    written: list[str] = field(default_factory=list)
     _shots: set[tuple[str, int]] = field(default_factory=set)
 
     def offer(self, frame: SampledFrame, raw_scores: dict[str, float]) -> int:
@@ -64,6 +63,5 @@ class BackgroundWindows:
             window = np.ascontiguousarray(content[wy:wy + side, wx:wx + side])
             name = f"{Path(frame.video).stem}_f{frame.frame_index:06d}_{k}.png"
             write_bytes(folder / name, encode_image(window, max_bytes=8_000_000, image_format="png").data)
-            self.written.append(str(BACKGROUND_DIR / name))
             count += 1
         return count
