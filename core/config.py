@@ -114,7 +114,7 @@ class DetectionConfig(StrictModel):
     """
 
     backend: Literal["local", "rekognition"] = "local"
-    min_score: Probability = Field(0.65, description="Detections whose (temporally smoothed) score is "
+    min_score: Probability = Field(0.6, description="Detections whose (temporally smoothed) score is "
                                                               "below this are dropped.")
     window_scales: list[Annotated[float, Field(gt=0.05, le=1.0)]] = Field(
         default_factory=lambda: [0.3, 0.45, 0.65, 0.9, 1.0], min_length=1,
@@ -127,6 +127,12 @@ class DetectionConfig(StrictModel):
     temporal_window: int = Field(3, ge=1, le=15, description="Sampled frames of one shot whose median score "
                                                              "rescores a detection (odd; 1 disables).")
     max_per_frame: int = Field(1, ge=1, le=20, description="Most detections per character per frame.")
+    identity_margin: float = Field(0.1, ge=0.0, le=1.0,
+                                   description="A window goes to a character only when its score beats every "
+                                               "other character's on the same window by this much (local backend).")
+    focus_weight: float = Field(0.25, ge=0.0, le=4.0,
+                                description="Exponent of the focus factor that lowers out-of-focus windows' scores "
+                                            "(local backend; 0 disables).")
     mining_frames: int = Field(150, ge=5, le=5000,
                                description="Frames spread over the videos from which background windows are "
                                            "mined as negatives (local backend).")

@@ -37,9 +37,9 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from core.config import DetectionConfig
-from core.embeddings import ColorTextureDescriptor
 from steps.boxes import iou, nms
 from steps.records import BBox, Detection, SampledFrame
+from steps.window_descriptor import WindowDescriptor
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class LocalDetector:
             raise ValueError("LocalDetector needs at least one character with references")
         self.config = config
         self.references = {name: [np.ascontiguousarray(r) for r in refs] for name, refs in references.items()}
-        self.descriptor = ColorTextureDescriptor(size=64, color_weight=0.3, hog_size=64, hog_cell=8)
+        self.descriptor = WindowDescriptor(color_weight=0.3)
         self.rng = np.random.default_rng(config.seed)
         self.masks = {name: [foreground_mask(r) for r in refs] for name, refs in self.references.items()}
         self.models: dict[str, CharacterModel] = {}
@@ -244,13 +244,14 @@ class LocalDetector:
         for frame in frames:
             x, y, w, h = frame.content_box
             film_hist += _hsv_hist(frame.image[y:y + h:4, x:x + w:4])
-            wins = sliding_windows(frame.content_box, cfg.window_scales, cfg.window_aspects, cfg.window_stride)
+            wins, desc = self.descriptor.dense(frame.image, frame.content_box, cfg.window_scales,
+                                               cfg.window_aspects, cfg.window_stride, MIN_WINDOW_PX)
             if not wins:
                 continue
             pick = self.rng.choice(len(wins), size=min(len(wins), cfg.negatives_per_frame * 2), replace=False)
             picked = [wins[i] for i in pick]
             crops = [frame.image[y0:y0 + h0, x0:x0 + w0] for x0, y0, w0, h0 in picked]
-            mined.append(_MinedFrame(frame, picked, self.descriptor.embed_images(crops), crops))
+            mined.append(_MinedFrame(frame, picked, desc[pick], crops))
         if not mined:
             raise ValueError("LocalDetector.fit needs at least one frame with room for a window")
         for name in names:
@@ -259,7 +260,7 @@ class LocalDetector:
                 fg_hist += _hsv_hist(ref, mask)
             augmented = [a for ref in self.references[name]
                          for a in self._augment(ref, cfg.augmentations_per_reference)]
-            ref_desc = self.descriptor.embed_images(augmented)
+            ref_desc = self.descriptor.describe(augmented)
             negative_idx: list[np.ndarray] = []
             backgrounds: list[np.ndarray] = []
             for m in mined:
@@ -273,8 +274,8 @@ class LocalDetector:
             others = [a for other in names if other != name for ref in self.references[other]
                       for a in self._augment(ref, max(2, cfg.augmentations_per_reference // 2))]
             pos_images = augmented + pasted
-            pos_desc = np.vstack([ref_desc, self.descriptor.embed_images(pasted)]) if pasted else ref_desc
-            other_desc = self.descriptor.embed_images(others) if others else None
+            pos_desc = np.vstack([ref_desc, self.descriptor.describe(pasted)]) if pasted else ref_desc
+            other_desc = self.descriptor.describe(others) if others else None
             colour = ColourModel(fg_hist, film_hist)
             neg_parts = []
             for m, idx in zip(mined, negative_idx):
@@ -294,41 +295,113 @@ class LocalDetector:
         return self.models
 
     # -- detection ----------------------------------------------------------------------------------
+    def _score(self, frame: SampledFrame) -> tuple[list[BBox], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        if not self.models:
+            raise RuntimeError("LocalDetector used before fit(); train it on mining frames first")
+        cfg = self.config
+        wins, desc = self.descriptor.dense(frame.image, frame.content_box, cfg.window_scales, cfg.window_aspects,
+                                           cfg.window_stride, MIN_WINDOW_PX)
+        if not wins:
+            return [], {name: np.zeros(0, np.float32) for name in self.models}, {}
+        focus = focus_factor(frame.image, wins, cfg.focus_weight)
+        scores, likely = {}, {}
+        for name, model in self.models.items():
+            likely[name] = model.colour.likely_map(frame.image)
+            shares = _window_shares(likely[name], wins)
+            prob = model.classifier.predict_proba(np.hstack([desc, shares]))[:, 1]
+            scores[name] = (np.sqrt(prob * shares[:, 0]) * focus).astype(np.float32)
+        return wins, scores, likely
+
     def window_scores(self, frame: SampledFrame) -> tuple[list[BBox], dict[str, np.ndarray]]:
-        """Every window of ``frame`` and, per character, its ``(N,)`` scores in [0, 1].
+        """Every window of ``frame`` and, per character, its ``(N,)`` scores in [0, 1]: the geometric mean of the
+        classifier's probability and the window's colour share, times the window's focus factor
+        (:func:`focus_factor`).
 
         Raises:
             RuntimeError: :meth:`fit` has not been called.
         """
-        if not self.models:
-            raise RuntimeError("LocalDetector used before fit(); train it on mining frames first")
-        cfg = self.config
-        wins = sliding_windows(frame.content_box, cfg.window_scales, cfg.window_aspects, cfg.window_stride)
-        if not wins:
-            return [], {name: np.zeros(0, np.float32) for name in self.models}
-        desc = self.descriptor.embed_images([frame.image[y:y + h, x:x + w] for x, y, w, h in wins])
-        scores = {}
-        for name, model in self.models.items():
-            shares = _window_shares(model.colour.likely_map(frame.image), wins)
-            prob = model.classifier.predict_proba(np.hstack([desc, shares]))[:, 1]
-            scores[name] = np.sqrt(prob * shares[:, 0]).astype(np.float32)
+        wins, scores, _ = self._score(frame)
         return wins, scores
 
     def detect(self, frame: SampledFrame, min_score: float | None = None) -> list[Detection]:
         """Detections of every character in ``frame`` (scores in [0, 1], at most ``max_per_frame`` each)
         scoring at least ``min_score`` (default ``config.min_score``).
 
+        A window goes to a character only when its score beats every other character's score on the same window
+        by ``config.identity_margin`` (an open-set decision: the classifier already weighs the character against
+        the film's background). The kept box is refined by box voting (:func:`vote_box`), then widened to the
+        character's whole visible extent (:func:`character_extent`).
+
         Raises:
             RuntimeError: :meth:`fit` has not been called.
         """
-        wins, scores = self.window_scores(frame)
+        wins, scores, likely = self._score(frame)
         found: list[Detection] = []
         floor = self.config.min_score if min_score is None else min_score
         for name, s in scores.items():
-            cands = [Detection(name, wins[i], float(s[i])) for i in np.flatnonzero(s >= floor)]
-            found.extend(replace(d, bbox=vote_box(d, wins, s)) for d in nms(cands, self.config.nms_iou,
-                                                                            self.config.max_per_frame))
+            rivals = [scores[o] for o in scores if o != name]
+            best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(s)
+            eligible = np.flatnonzero((s >= floor) & (s - best_rival >= self.config.identity_margin))
+            cands = [Detection(name, wins[i], float(s[i])) for i in eligible]
+            for d in nms(cands, self.config.nms_iou, self.config.max_per_frame):
+                voted = vote_box(d, wins, s)
+                found.append(replace(d, bbox=character_extent(voted, likely[name], frame.content_box)))
         return found
+
+
+def focus_factor(image: np.ndarray, windows: Sequence[BBox], weight: float) -> np.ndarray:
+    """``(N,)`` factors in (0, 1] that lower the score of out-of-focus windows.
+
+    Films keep their characters in focus and let depth of field blur what lies in front of or behind them. A
+    window's sharpness is the mean absolute Laplacian of its grey pixels (the focus measure of Nayar & Nakagawa
+    1994, "Shape from focus"), relative to the median over the frame's windows; the factor is that ratio, capped
+    at 1, to the power ``weight`` (0 disables it, giving 1 everywhere).
+    """
+    if weight <= 0 or not len(windows):
+        return np.ones(len(windows), np.float32)
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    sharp = _box_means(np.abs(cv2.Laplacian(gray, cv2.CV_32F, ksize=3)), windows)
+    ratio = np.minimum(1.0, sharp / max(float(np.median(sharp)), 1e-6))
+    return np.power(np.maximum(ratio, 1e-6), weight).astype(np.float32)
+
+
+def _box_means(values: np.ndarray, windows: Sequence[BBox]) -> np.ndarray:
+    ii = cv2.integral(values)
+    x, y, w, h = np.asarray(windows, dtype=np.intp).reshape(-1, 4).T
+    return (ii[y + h, x + w] - ii[y, x + w] - ii[y + h, x] + ii[y, x]) / np.maximum(w * h, 1)
+
+
+def character_extent(box: BBox, likely: np.ndarray, content: BBox, grow_x: float = 0.5, grow_y: float = 1.0) -> BBox:
+    """Widen a detection box to the character's whole visible extent.
+
+    Window classifiers score the most character-like part of a figure (often the torso), not the figure. Around
+    the box (grown by ``grow_x`` x its width on the left and right, ``grow_y`` x its height above and below,
+    inside ``content``: a figure extends more up and down, to its head and feet, than sideways), the pixels of the character's colours
+    (``likely``, the ``(H, W)`` map of :meth:`ColourModel.likely_map`) are closed morphologically and split into
+    connected regions; the result is the bounding box of the regions that overlap the box by at least 2% of its
+    area, which reaches the head and ears that share the body's colours. Where no region overlaps it, the box is
+    returned unchanged.
+    """
+    x, y, w, h = (int(v) for v in box)
+    cx, cy, cw, ch = (int(v) for v in content)
+    x0, y0 = max(cx, int(x - grow_x * w)), max(cy, int(y - grow_y * h))
+    x1, y1 = min(cx + cw, int(x + w + grow_x * w)), min(cy + ch, int(y + h + grow_y * h))
+    roi = (likely[y0:y1, x0:x1] > 0).astype(np.uint8)
+    if roi.size == 0:
+        return box
+    k = max(3, int(0.05 * min(w, h)) | 1)
+    roi = cv2.morphologyEx(roi, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
+    inside = labels[y - y0:y - y0 + h, x - x0:x - x0 + w]
+    counts = np.bincount(inside.ravel(), minlength=n)
+    keep = [i for i in range(1, n) if counts[i] >= 0.02 * w * h]
+    if not keep:
+        return box
+    left = min(stats[i, 0] for i in keep)
+    top = min(stats[i, 1] for i in keep)
+    right = max(stats[i, 0] + stats[i, 2] for i in keep)
+    bottom = max(stats[i, 1] + stats[i, 3] for i in keep)
+    return (x0 + int(left), y0 + int(top), int(right - left), int(bottom - top))
 
 
 def vote_box(detection: Detection, windows: Sequence[BBox], scores: np.ndarray, ratio: float = VOTE_RATIO,
