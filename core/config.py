@@ -114,7 +114,7 @@ class DetectionConfig(StrictModel):
     """
 
     backend: Literal["local", "rekognition"] = "local"
-    min_score: Probability = Field(0.6, description="Detections whose (temporally smoothed) score is "
+    min_score: Probability = Field(0.5, description="Detections whose (temporally smoothed) score is "
                                                               "below this are dropped.")
     window_scales: list[Annotated[float, Field(gt=0.05, le=1.0)]] = Field(
         default_factory=lambda: [0.3, 0.45, 0.65, 0.9, 1.0], min_length=1,
@@ -130,6 +130,9 @@ class DetectionConfig(StrictModel):
     identity_margin: float = Field(0.1, ge=0.0, le=1.0,
                                    description="A window goes to a character only when its score beats every "
                                                "other character's on the same window by this much (local backend).")
+    min_colour_similarity: Probability = Field(
+        0.65, description="Bhattacharyya coefficient between a detection's colours and its references' foreground, "
+                          "both restricted to the character's colours, below which it is dropped (local backend).")
     focus_weight: float = Field(0.25, ge=0.0, le=4.0,
                                 description="Exponent of the focus factor that lowers out-of-focus windows' scores "
                                             "(local backend; 0 disables).")

@@ -47,6 +47,10 @@ HSV_BINS = (18, 8, 4)
 MIN_VALUE = 48
 """Pixels darker than this (HSV value, 0..255) have no reliable hue and are left out of the colour model."""
 LLR_THRESHOLD = 1.0
+EXTENT_LLR = 0.0
+"""A pixel belongs to a character's extent (:func:`character_extent`) where its colour is likelier on the character
+than in the film (log-likelihood ratio above 0), a looser test than the window score's, so shaded fur and hair in
+shadow stay inside the box."""
 MIN_WINDOW_PX = 24
 VOTE_RATIO = 0.9
 CLASSIFIER_C = 10.0
@@ -126,10 +130,11 @@ class ColourModel:
         pb = (background_hist + 1.0) / (background_hist.sum() + background_hist.size)
         self.llr = np.log(pf / pb).astype(np.float32)
 
-    def likely_map(self, image: np.ndarray) -> np.ndarray:
-        """``(H, W)`` float32: 1 where the pixel's colour is at least e times likelier on the character."""
+    def likely_map(self, image: np.ndarray, threshold: float = LLR_THRESHOLD) -> np.ndarray:
+        """``(H, W)`` float32: 1 where the pixel's colour is at least ``exp(threshold)`` times likelier on the
+        character than in the film (default: e times)."""
         index, bright = _hsv_index(image)
-        return ((self.llr[index] > LLR_THRESHOLD) & bright).astype(np.float32)
+        return ((self.llr[index] > threshold) & bright).astype(np.float32)
 
     def shares(self, image: np.ndarray) -> np.ndarray:
         """``(2,)``: share of character-likely pixels in ``image`` and in its central half."""
@@ -170,6 +175,25 @@ class CharacterModel:
     positives: int
     negatives: int
     train_accuracy: float
+    column: int = 1
+    """Column of this character in ``classifier.predict_proba`` (0 is the background)."""
+    foreground_hist: np.ndarray | None = None
+    """HSV histogram of the references' foreground pixels (:data:`HSV_BINS`)."""
+
+    def colour_similarity(self, image: np.ndarray) -> float:
+        """Bhattacharyya coefficient in [0, 1] between the colours of ``image`` (a box around a detection) and
+        the references' foreground, both restricted to the character's colours (LLR above 1): 1 when the box
+        holds the character's colours in the references' proportions. A tree trunk of one of a character's
+        colours scores low; the character, with hair, skin and clothes in their usual shares, high (the
+        similarity of Comaniciu, Ramesh & Meer 2003, "Kernel-based object tracking")."""
+        if self.foreground_hist is None or image.size == 0:
+            return 1.0
+        mine = self.colour.llr > LLR_THRESHOLD
+        box = _hsv_hist(image) * mine
+        ref = self.foreground_hist * mine
+        if box.sum() <= 0 or ref.sum() <= 0:
+            return 0.0
+        return float(np.sqrt(box / box.sum() * ref / ref.sum()).sum())
 
 
 class LocalDetector:
@@ -254,63 +278,81 @@ class LocalDetector:
             mined.append(_MinedFrame(frame, picked, desc[pick], crops))
         if not mined:
             raise ValueError("LocalDetector.fit needs at least one frame with room for a window")
+        colours: dict[str, ColourModel] = {}
+        fg_hists: dict[str, np.ndarray] = {}
+        positives: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+        similarity = [np.zeros(len(m.windows)) for m in mined]
         for name in names:
             fg_hist = np.zeros(HSV_BINS, np.float64)
             for ref, mask in zip(self.references[name], self.masks[name]):
                 fg_hist += _hsv_hist(ref, mask)
+            colours[name] = ColourModel(fg_hist, film_hist)
+            fg_hists[name] = fg_hist
             augmented = [a for ref in self.references[name]
                          for a in self._augment(ref, cfg.augmentations_per_reference)]
             ref_desc = self.descriptor.describe(augmented)
-            negative_idx: list[np.ndarray] = []
             backgrounds: list[np.ndarray] = []
-            for m in mined:
-                order = np.argsort((m.desc @ ref_desc.T).max(axis=1))
-                negative_idx.append(order[: int(len(order) * 0.9)][: cfg.negatives_per_frame])
-                low = order[: max(1, int(len(order) * 0.3))]
+            for k, m in enumerate(mined):
+                sim = (m.desc @ ref_desc.T).max(axis=1)
+                rank = np.argsort(np.argsort(sim)) / max(1, len(sim) - 1)  # 0 least, 1 most reference-like
+                similarity[k] = np.maximum(similarity[k], rank)
+                low = np.flatnonzero(rank <= 0.3)
                 backgrounds.extend(m.crops[i] for i in self.rng.choice(low, size=min(6, len(low)), replace=False))
             refs, masks = self.references[name], self.masks[name]
             pasted = [self._paste(backgrounds[int(self.rng.integers(len(backgrounds)))], refs[k], masks[k])
                       for k in self.rng.integers(len(refs), size=cfg.copy_paste if backgrounds else 0)]
-            others = [a for other in names if other != name for ref in self.references[other]
-                      for a in self._augment(ref, max(2, cfg.augmentations_per_reference // 2))]
-            pos_images = augmented + pasted
             pos_desc = np.vstack([ref_desc, self.descriptor.describe(pasted)]) if pasted else ref_desc
-            other_desc = self.descriptor.describe(others) if others else None
-            colour = ColourModel(fg_hist, film_hist)
-            neg_parts = []
-            for m, idx in zip(mined, negative_idx):
-                shares = _window_shares(colour.likely_map(m.frame.image), [m.windows[i] for i in idx])
-                neg_parts.append(np.hstack([m.desc[idx], shares]))
-            if other_desc is not None:
-                neg_parts.append(np.hstack([other_desc, np.stack([colour.shares(i) for i in others])]))
-            positives = np.hstack([pos_desc, np.stack([colour.shares(i) for i in pos_images])])
-            negatives = np.vstack(neg_parts)
-            X = np.vstack([positives, negatives])
-            y = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
-            clf = LogisticRegression(C=CLASSIFIER_C, class_weight="balanced", max_iter=3000).fit(X, y)
-            model = CharacterModel(name, colour, clf, len(positives), len(negatives), float(clf.score(X, y)))
+            positives[name] = (augmented + pasted, pos_desc)
+        # Background: in each mining frame, the windows least like any character's references; the most
+        # reference-like tenth (for any character) is left out, since it may hold a character.
+        neg_parts = []
+        for k, m in enumerate(mined):
+            order = np.argsort(similarity[k])
+            idx = order[: int(len(order) * 0.9)][: cfg.negatives_per_frame]
+            shares = np.hstack([_window_shares(colours[n].likely_map(m.frame.image), [m.windows[i] for i in idx])
+                                for n in names])
+            neg_parts.append(np.hstack([m.desc[idx], shares]))
+        negatives = np.vstack(neg_parts)
+        X = [negatives]
+        y = [np.zeros(len(negatives), np.intp)]
+        for j, name in enumerate(names, start=1):
+            images, desc = positives[name]
+            shares = np.stack([np.concatenate([colours[n].shares(img) for n in names]) for img in images])
+            X.append(np.hstack([desc, shares]))
+            y.append(np.full(len(images), j, np.intp))
+        features, labels = np.vstack(X), np.concatenate(y)
+        clf = LogisticRegression(C=CLASSIFIER_C, class_weight="balanced", max_iter=3000).fit(features, labels)
+        accuracy = float(clf.score(features, labels))
+        for j, name in enumerate(names, start=1):
+            model = CharacterModel(name, colours[name], clf, int((labels == j).sum()), int((labels != j).sum()),
+                                   accuracy, column=j, foreground_hist=fg_hists[name])
             self.models[name] = model
-            log.info("local detector: '%s' trained on %d positives and %d negatives (training accuracy %.3f)",
-                     name, model.positives, model.negatives, model.train_accuracy)
+            log.info("local detector: '%s' trained on %d positives against %d background windows and the other "
+                     "characters (training accuracy %.3f)", name, model.positives, len(negatives), accuracy)
         return self.models
 
     # -- detection ----------------------------------------------------------------------------------
-    def _score(self, frame: SampledFrame) -> tuple[list[BBox], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def _score(self, frame: SampledFrame) -> _FrameScores:
         if not self.models:
             raise RuntimeError("LocalDetector used before fit(); train it on mining frames first")
         cfg = self.config
         wins, desc = self.descriptor.dense(frame.image, frame.content_box, cfg.window_scales, cfg.window_aspects,
                                            cfg.window_stride, MIN_WINDOW_PX)
+        out = _FrameScores(wins, {}, {}, {})
         if not wins:
-            return [], {name: np.zeros(0, np.float32) for name in self.models}, {}
+            return out
         focus = focus_factor(frame.image, wins, cfg.focus_weight)
-        scores, likely = {}, {}
+        shares = {}
         for name, model in self.models.items():
-            likely[name] = model.colour.likely_map(frame.image)
-            shares = _window_shares(likely[name], wins)
-            prob = model.classifier.predict_proba(np.hstack([desc, shares]))[:, 1]
-            scores[name] = (np.sqrt(prob * shares[:, 0]) * focus).astype(np.float32)
-        return wins, scores, likely
+            out.likely[name] = model.colour.likely_map(frame.image)
+            shares[name] = _window_shares(out.likely[name], wins)
+        classifier = next(iter(self.models.values())).classifier
+        proba = classifier.predict_proba(np.hstack([desc] + [shares[n] for n in self.models]))
+        for name, model in self.models.items():
+            prob = proba[:, model.column]
+            out.probability[name] = (prob * focus).astype(np.float32)
+            out.score[name] = (np.sqrt(prob * shares[name][:, 0]) * focus).astype(np.float32)
+        return out
 
     def window_scores(self, frame: SampledFrame) -> tuple[list[BBox], dict[str, np.ndarray]]:
         """Every window of ``frame`` and, per character, its ``(N,)`` scores in [0, 1]: the geometric mean of the
@@ -320,33 +362,63 @@ class LocalDetector:
         Raises:
             RuntimeError: :meth:`fit` has not been called.
         """
-        wins, scores, _ = self._score(frame)
-        return wins, scores
+        scored = self._score(frame)
+        return scored.windows, {name: scored.score.get(name, np.zeros(0, np.float32)) for name in self.models}
 
     def detect(self, frame: SampledFrame, min_score: float | None = None) -> list[Detection]:
         """Detections of every character in ``frame`` (scores in [0, 1], at most ``max_per_frame`` each)
         scoring at least ``min_score`` (default ``config.min_score``).
 
-        A window goes to a character only when its score beats every other character's score on the same window
-        by ``config.identity_margin`` (an open-set decision: the classifier already weighs the character against
-        the film's background). The kept box is refined by box voting (:func:`vote_box`), then widened to the
-        character's whole visible extent (:func:`character_extent`).
+        Two cues decide, each where it is strongest:
+
+        1. **Where**: the window the classifier finds most likely the character (its probability times the focus
+           factor), among windows where that probability beats every other character's on the same window by
+           ``config.identity_margin`` (an open-set decision; the classifier itself weighs the character against
+           the film's background). Its box is refined by box voting (:func:`vote_box`) and widened to the
+           character's whole visible extent (:func:`character_extent`).
+        2. **Whether**: the detection's score is the best window score (:meth:`window_scores`: classifier and
+           colour model together) among the windows inside that extent. A background the classifier mistakes
+           for the character rarely also holds the character's colours, where a character does. And the extent
+           must hold the character's colours in the references' proportions
+           (:meth:`CharacterModel.colour_similarity` at least ``config.min_colour_similarity``), which a tree
+           trunk or a rock of one of its colours does not.
 
         Raises:
             RuntimeError: :meth:`fit` has not been called.
         """
-        wins, scores, likely = self._score(frame)
+        scored = self._score(frame)
         found: list[Detection] = []
         floor = self.config.min_score if min_score is None else min_score
-        for name, s in scores.items():
-            rivals = [scores[o] for o in scores if o != name]
-            best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(s)
-            eligible = np.flatnonzero((s >= floor) & (s - best_rival >= self.config.identity_margin))
-            cands = [Detection(name, wins[i], float(s[i])) for i in eligible]
+        windows = np.asarray(scored.windows, dtype=np.intp).reshape(-1, 4)
+        for name, where in scored.probability.items():
+            rivals = [scored.probability[o] for o in scored.probability if o != name]
+            best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(where)
+            eligible = np.flatnonzero(where - best_rival >= self.config.identity_margin)
+            cands = [Detection(name, scored.windows[i], float(where[i])) for i in eligible]
             for d in nms(cands, self.config.nms_iou, self.config.max_per_frame):
-                voted = vote_box(d, wins, s)
-                found.append(replace(d, bbox=character_extent(voted, likely[name], frame.content_box)))
+                box = character_extent(vote_box(d, scored.windows, where),
+                                       self.models[name].colour.likely_map(frame.image, EXTENT_LLR),
+                                       frame.content_box)
+                x, y, w, h = box
+                inside = ((windows[:, 0] >= x) & (windows[:, 1] >= y) & (windows[:, 0] + windows[:, 2] <= x + w)
+                          & (windows[:, 1] + windows[:, 3] <= y + h))
+                index = scored.windows.index(d.bbox)
+                score = float(max(scored.score[name][inside].max(initial=0.0), scored.score[name][index]))
+                similarity = self.models[name].colour_similarity(frame.image[y:y + h, x:x + w])
+                if score >= floor and similarity >= self.config.min_colour_similarity:
+                    found.append(replace(d, bbox=box, score=score))
         return found
+
+
+@dataclass
+class _FrameScores:
+    """Per-window figures of one frame: ``probability`` (classifier x focus) and ``score`` (with the colour
+    share) per character, ``(N,)`` each, and the character-colour maps ``likely``, ``(H, W)`` each."""
+
+    windows: list[BBox]
+    probability: dict[str, np.ndarray]
+    score: dict[str, np.ndarray]
+    likely: dict[str, np.ndarray]
 
 
 def focus_factor(image: np.ndarray, windows: Sequence[BBox], weight: float) -> np.ndarray:
@@ -371,16 +443,17 @@ def _box_means(values: np.ndarray, windows: Sequence[BBox]) -> np.ndarray:
     return (ii[y + h, x + w] - ii[y, x + w] - ii[y + h, x] + ii[y, x]) / np.maximum(w * h, 1)
 
 
-def character_extent(box: BBox, likely: np.ndarray, content: BBox, grow_x: float = 0.5, grow_y: float = 1.0) -> BBox:
+def character_extent(box: BBox, likely: np.ndarray, content: BBox, grow_x: float = 0.5,
+                     grow_y: float = 1.0) -> BBox:
     """Widen a detection box to the character's whole visible extent.
 
     Window classifiers score the most character-like part of a figure (often the torso), not the figure. Around
     the box (grown by ``grow_x`` x its width on the left and right, ``grow_y`` x its height above and below,
-    inside ``content``: a figure extends more up and down, to its head and feet, than sideways), the pixels of the character's colours
-    (``likely``, the ``(H, W)`` map of :meth:`ColourModel.likely_map`) are closed morphologically and split into
-    connected regions; the result is the bounding box of the regions that overlap the box by at least 2% of its
-    area, which reaches the head and ears that share the body's colours. Where no region overlaps it, the box is
-    returned unchanged.
+    inside ``content``: a figure extends more up and down, to its head and feet, than sideways), the pixels of the
+    character's colours (``likely``, the ``(H, W)`` map of :meth:`ColourModel.likely_map`) are closed
+    morphologically and split into connected regions; the result is the bounding box of the regions that overlap
+    the box by at least 2% of its area, which reaches the head and ears that share the body's colours. Where no
+    region overlaps it, the box is returned unchanged.
     """
     x, y, w, h = (int(v) for v in box)
     cx, cy, cw, ch = (int(v) for v in content)
@@ -414,9 +487,9 @@ def vote_box(detection: Detection, windows: Sequence[BBox], scores: np.ndarray, 
     arr = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
     strong = np.flatnonzero(scores >= ratio * detection.score)
     voters = [i for i in strong if iou(windows[i], detection.bbox) > min_iou]
-    if not voters:
-        return detection.bbox
     w = scores[voters].astype(np.float64)
+    if not voters or w.sum() <= 0:
+        return detection.bbox
     x0 = np.average(arr[voters, 0], weights=w)
     y0 = np.average(arr[voters, 1], weights=w)
     x1 = np.average(arr[voters, 0] + arr[voters, 2], weights=w)

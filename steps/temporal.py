@@ -16,7 +16,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from steps.boxes import iou
 from steps.records import Detection, SampledFrame
+
+LINK_IOU = 0.3
+"""Boxes of one character in neighbouring sampled frames of a shot that overlap at least this much (IoU) are the
+same character followed through the shot."""
 
 
 @dataclass
@@ -33,6 +38,23 @@ def _best(candidates: list[Detection]) -> dict[str, float]:
     for d in candidates:
         best[d.character] = max(best.get(d.character, 0.0), float(d.score))
     return best
+
+
+def _linked_scores(item: Scored, neighbours: list[Scored], name: str, min_iou: float = LINK_IOU) -> list[float]:
+    """Scores of ``name``'s candidates in the other ``neighbours`` (same shot) whose box overlaps the best candidate
+    of ``item`` by at least ``min_iou`` (the best such candidate per neighbour): the character followed from
+    frame to frame."""
+    best = max((d for d in item.candidates if d.character == name), key=lambda d: d.score, default=None)
+    if best is None:
+        return []
+    out = []
+    for n in neighbours:
+        if n is item:
+            continue
+        scores = [float(d.score) for d in n.candidates if d.character == name and iou(best.bbox, d.bbox) >= min_iou]
+        if scores:
+            out.append(max(scores))
+    return out
 
 
 def smooth_in_shots(items: Iterable[Scored], min_score: float,
@@ -66,6 +88,9 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
             if 1 < len(values) < window:  # at a shot edge: pad with the lowest value (precision first)
                 values += [min(values)] * (window - len(values))
             smoothed = float(np.median(values)) if len(values) > 1 else own
+            linked = _linked_scores(item, neighbours, name)
+            if linked:  # followed through the shot: the mean along the track (Seq-NMS rescoring)
+                smoothed = max(smoothed, float(np.mean([own] + linked)))
             for d in sorted((d for d in item.candidates if d.character == name), key=lambda d: -d.score):
                 score = smoothed if d.score == own else min(float(d.score), smoothed)
                 if score >= min_score:

@@ -85,7 +85,7 @@ def test_a_clip_without_characters_yields_no_crop_and_a_clear_error(media, tmp_p
                  str(characters_dir(tmp_path, media, "bunny", "sintel")), "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2
-    assert "no character (bunny, sintel) was found" in err and "detection.min_score=0.6" in err
+    assert "no character (bunny, sintel) was found" in err and "detection.min_score=0.5" in err
     assert not list((out / "crops").glob("*.jpg"))
     assert not (out / "train.jsonl").exists()
     rows = [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
