@@ -11,7 +11,7 @@ in one process (see ``bench/README.md``):
   sampling, progress off, into a temporary folder) with that already fitted detector passed in, so training
   is counted once; ``whole run every_s=1`` is training plus ``extract every_s=1`` of the same repetition;
 - the marginal seconds per sampled frame: ``(t(0.5) - t(1)) / (frames(0.5) - frames(1))``, both without
-  training, printed beside the target of 0.25 s;
+  training, from the medians (printed beside the target of 0.25 s) and within each repetition (median, range);
 - the detector alone: ``LocalDetector.detect`` on each frame sampled at one per second (mean and p90).
 
 Clips: ``../shared/media/clips/sintel_26s.mp4`` and ``bbb_30s.mp4`` with both characters' references
@@ -223,13 +223,18 @@ def bench_case(case: Case, ffmpeg: str, repeat: int, mining_frames: int | None, 
     fast, dense = by[extract_row(EVERY_S[0])], by[extract_row(EVERY_S[1])]
     extra_frames = (dense.frames or 0) - (fast.frames or 0)
     marginal = (dense.seconds - fast.seconds) / extra_frames if extra_frames > 0 else None
+    # the same difference within each repetition (the two runs were back to back): robust to load that shifts
+    # between repetitions on a shared machine
+    paired = sorted((d - f) / extra_frames for f, d in zip(runs[fast.row], runs[dense.row])) if extra_frames > 0 else []
     per_frame = detect_times(case, configs[EVERY_S[0]], detector, info)
     return {
         "clip": str(case.clip), "origin": case.origin, "width": info.width, "height": info.height, "fps": info.fps,
         "duration_s": duration, "rows": [asdict(r) for r in rows],
         "marginal": {"s_per_frame": marginal, "extra_frames": extra_frames,
                      "extra_seconds": dense.seconds - fast.seconds, "target_s_per_frame": TARGET_S_PER_FRAME,
-                     "meets_target": marginal is not None and marginal <= TARGET_S_PER_FRAME},
+                     "meets_target": marginal is not None and marginal <= TARGET_S_PER_FRAME,
+                     "per_repetition_s_per_frame": [round(p, 4) for p in paired],
+                     "paired_median_s_per_frame": statistics.median(paired) if paired else None},
         "detect": {"frames": len(per_frame), "mean_s": statistics.fmean(per_frame) if per_frame else None,
                    "p90_s": float(np.percentile(per_frame, 90)) if per_frame else None,
                    "times_s": [round(t, 4) for t in per_frame]},
@@ -254,6 +259,10 @@ def print_case(result: dict) -> None:
         print(f"marginal: {m['s_per_frame']:.3f} s per sampled frame ({m['extra_seconds']:.2f} s for "
               f"{m['extra_frames']} more frames); target <= {m['target_s_per_frame']} s on 2 cores (issue 8): "
               f"{verdict} it")
+        reps = m["per_repetition_s_per_frame"]
+        if len(reps) > 1:
+            print(f"          within each repetition: median {m['paired_median_s_per_frame']:.3f} s, "
+                  f"from {reps[0]:.3f} to {reps[-1]:.3f} s per frame over {len(reps)} repetitions")
     d = result["detect"]
     if d["frames"]:
         print(f"detector alone: LocalDetector.detect on {d['frames']} frames at 1/s: mean {d['mean_s']:.3f} s, "

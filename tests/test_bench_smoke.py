@@ -96,6 +96,8 @@ def test_quick_detection_benchmark_gives_marginal_cost_beside_ffmpeg(tmp_path: P
     assert marginal["s_per_frame"] == pytest.approx((half["seconds"] - one["seconds"]) / marginal["extra_frames"])
     assert marginal["target_s_per_frame"] == 0.25
     assert marginal["meets_target"] == (marginal["s_per_frame"] <= 0.25)
+    # one repetition: the within-repetition difference is the same figure
+    assert marginal["per_repetition_s_per_frame"] == [pytest.approx(marginal["s_per_frame"], abs=1e-3)]
     detect = clip["detect"]
     assert detect["frames"] == one["frames"] and len(detect["times_s"]) == detect["frames"]
     assert 0 < detect["mean_s"] <= detect["p90_s"] * 1.5 and detect["p90_s"] <= max(detect["times_s"])
