@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo prepare-demo test lint iac-check bench lock clean
+.PHONY: venv demo prepare-demo test lint iac-check bench bench-sampling bench-detection lock clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -53,9 +53,15 @@ iac-check: $(VENV)/iac-checks/.installed
 test: lint
 	$(VENV)/bin/python -m pytest -q tests
 
-bench: venv
-	$(PY) bench/bench_sampling.py
+bench: venv bench-sampling bench-detection
 	$(PY) bench/bench_lora.py
+
+bench-sampling: venv
+	$(PY) bench/bench_sampling.py
+
+# ExtractFrames with the local detector beside ffmpeg: the marginal seconds per sampled frame (issue 8).
+bench-detection: venv
+	$(PY) bench/bench_detection.py
 
 # One lock per image (containers/<image>/requirements.lock), with the hashes of every file of each pinned release,
 # resolved for the image's Python (each Dockerfile checks it) on Linux; `make lock LOCK_FLAGS=--upgrade` moves
