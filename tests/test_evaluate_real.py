@@ -145,8 +145,10 @@ def test_default_local_descriptor_is_the_better_one_on_held_out_crops(descriptor
     "measured: the default local descriptor (local-lab-layout-hog-v1) reaches a one-vs-rest AUC of 0.998 for the "
     "bunny but 0.929 for Sintel (pooled 0.928) on crops from shots without a reference frame; the previous "
     "descriptor 0.977 / 0.907 (pooled 0.931). Sintel's held-out crops are blurred back views and distant figures "
-    "on orange skies like the film's empty landscapes; no classical descriptor tried reached 0.95. Use Titan, Nova "
-    "Multimodal Embeddings or an ONNX encoder (the calibration makes the gate inconclusive below 0.9)"))
+    "on orange skies like the film's empty landscapes; no classical descriptor tried reached 0.95 (centre prior, "
+    "object-surround figure weighting, GrabCut, LBP, colour moments, multi-scale HOG, opponent colour, background "
+    "whitening and a per-character linear model fit on held-out background windows: core/layout_descriptor.py). "
+    "Use Titan, Nova Multimodal Embeddings or an ONNX encoder (the calibration makes the gate inconclusive below 0.9)"))
 def test_default_local_descriptor_reaches_the_done_when_auc(descriptors):
     """Issue 10's Done-when: AUC of the similarity to the intended character at least 0.95, for every character
     (real crops against other characters and backgrounds)."""
