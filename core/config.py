@@ -110,7 +110,8 @@ class DetectionConfig(StrictModel):
     """Character detection: find each character's bounding box in a sampled frame.
 
     The local backend (:mod:`steps.local_detector`) slides windows over each frame and scores them with
-    a per-character classifier trained at run time; see its module docstring for the method.
+    a classifier over the film's background and every character, trained at run time; see its module docstring
+    for the method.
     """
 
     backend: Literal["local", "rekognition"] = "local"
@@ -128,8 +129,9 @@ class DetectionConfig(StrictModel):
                                                              "rescores a detection (odd; 1 disables).")
     max_per_frame: int = Field(1, ge=1, le=20, description="Most detections per character per frame.")
     identity_margin: float = Field(0.1, ge=0.0, le=1.0,
-                                   description="A window goes to a character only when its score beats every "
-                                               "other character's on the same window by this much (local backend).")
+                                   description="A window goes to a character only when the classifier's "
+                                               "probability for it beats every other character's on the same window "
+                                               "by this much (local backend).")
     min_colour_similarity: Probability = Field(
         0.65, description="Bhattacharyya coefficient between a detection's colours and its references' foreground, "
                           "both restricted to the character's colours, below which it is dropped (local backend).")

@@ -1,36 +1,44 @@
 """Offline character detection with no downloaded weights: a detector trained at run time.
 
-For each character, a small classifier is trained from its reference images and from the video itself:
+One classifier is trained from the characters' reference images and from the video itself:
 
 1. **Foreground of each reference.** References are crops around the character, so GrabCut
    (Rother, Kolmogorov & Blake 2004, ``cv2.grabCut``) initialised with a rectangle inset from the crop's
    border separates the character from the background it was drawn on.
-2. **Colour model.** A hue-saturation-value histogram of the references' foreground pixels against one of
-   the video's pixels gives a per-colour log-likelihood ratio (histogram back-projection, Swain &
+2. **Colour model per character.** A hue-saturation-value histogram of the references' foreground pixels
+   against one of the video's pixels gives a per-colour log-likelihood ratio (histogram back-projection, Swain &
    Ballard 1991). For a window, the share of pixels whose ratio exceeds 1 (colours at least e times more
    likely on the character than in the film) measures how much of the character's palette it holds.
-3. **Training set.** Positives: augmented references (random crops, flips, brightness and contrast) and
+3. **Training set.** Per character: augmented references (random crops, flips, brightness and contrast) and
    copy-paste composites, the GrabCut foreground pasted onto background windows of the video (Dwibedi
-   et al. 2017, "Cut, Paste and Learn"). Negatives: windows mined from frames spread over the video
-   (the most reference-like tenth of each frame left out, since it may hold the character), and the
-   other characters' references.
-4. **Classifier.** Logistic regression (scikit-learn, balanced class weights) on a descriptor of each
-   window: colour on a spatial pyramid plus HOG (:class:`core.embeddings.ColorTextureDescriptor`,
-   64 px, 8 px cells), and the colour-model shares of the window and of its centre.
-5. **Detection.** Windows of several sizes and aspect ratios slide over the frame's content (inside
-   letterbox bars). A window's score is the geometric mean of the classifier's probability and the
-   window's colour share, in [0, 1]; boxes above ``min_score`` go through non-maximum suppression.
+   et al. 2017, "Cut, Paste and Learn"). Background: windows mined from frames spread over the video, the
+   least reference-like of them (the most reference-like tenth of each frame, for any character, is left
+   out, since it may hold a character).
+4. **Classifier.** One multinomial logistic regression (scikit-learn, balanced class weights) over the
+   background and every character, on a descriptor of each window: colour on a spatial pyramid plus HOG
+   (:class:`steps.window_descriptor.WindowDescriptor`, 64 px, 8 px cells, computed once per window shape on
+   the whole frame) and every character's colour shares. Its softmax is the open-set decision between the
+   characters and the background.
+5. **Detection** (:meth:`LocalDetector.detect`). Windows of several sizes and aspect ratios slide over the
+   frame's content (inside letterbox bars, reaching its right and bottom edges). Where the character is: the
+   window of highest log-odds against the background (with a focus factor, :func:`focus_factor`), among
+   windows where its probability beats every other character's by ``identity_margin``, refined by box voting
+   and widened to the character's colour extent (:func:`character_extent`), so the box holds the head and
+   ears, not only the torso. Whether it is
+   there: the best window score inside that box (the geometric mean of the probability and the colour share,
+   in [0, 1]) must reach ``min_score``, and the box's colours must match the references' proportions
+   (:meth:`CharacterModel.colour_similarity` at least ``min_colour_similarity``).
 
-The classifier learns what separates the character from *this* film's backgrounds. It needs no network
-and no weights; it is slower than a learned detector (about 1 to 3 s per frame on 2 cores) and weaker on
-characters seen from angles the references do not show.
+The classifier learns what separates the characters from *this* film's backgrounds. It needs no network
+and no weights; on 2 cores it trains in 15 to 20 s and scores a frame in 0.15 to 0.25 s
+(``bench/bench_detection.py``), and it is weaker on characters seen from angles the references do not show.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -55,27 +63,6 @@ MIN_WINDOW_PX = 24
 VOTE_RATIO = 0.9
 CLASSIFIER_C = 10.0
 """Inverse regularisation strength of the logistic regression."""
-
-
-def sliding_windows(content: BBox, scales: Sequence[float], aspects: Sequence[float], stride: float) -> list[BBox]:
-    """Windows ``(x, y, w, h)`` covering ``content``: heights ``scale`` x the content's shorter side,
-    widths ``aspect`` x height, stepped by ``stride`` x the window size. Windows wider or taller than the
-    content, or smaller than 24 px, are skipped."""
-    x0, y0, w, h = content
-    side = min(w, h)
-    out: list[BBox] = []
-    for scale in scales:
-        wh = int(scale * side)
-        for aspect in aspects:
-            ww = int(wh * aspect)
-            if ww > w or wh > h or min(ww, wh) < MIN_WINDOW_PX:
-                continue
-            sx = max(4, int(ww * stride))
-            sy = max(4, int(wh * stride))
-            for y in range(y0, y0 + h - wh + 1, sy):
-                for x in range(x0, x0 + w - ww + 1, sx):
-                    out.append((x, y, ww, wh))
-    return out
 
 
 def foreground_mask(image: np.ndarray, inset: float = 0.05, iterations: int = 5) -> np.ndarray:
@@ -351,6 +338,8 @@ class LocalDetector:
         for name, model in self.models.items():
             prob = proba[:, model.column]
             out.probability[name] = (prob * focus).astype(np.float32)
+            out.log_odds[name] = (np.log(np.maximum(prob, 1e-12)) - np.log(np.maximum(proba[:, 0], 1e-12))
+                                  + np.log(np.maximum(focus, 1e-6))).astype(np.float32)
             out.score[name] = (np.sqrt(prob * shares[name][:, 0]) * focus).astype(np.float32)
         return out
 
@@ -371,11 +360,13 @@ class LocalDetector:
 
         Two cues decide, each where it is strongest:
 
-        1. **Where**: the window the classifier finds most likely the character (its probability times the focus
-           factor), among windows where that probability beats every other character's on the same window by
-           ``config.identity_margin`` (an open-set decision; the classifier itself weighs the character against
-           the film's background). Its box is refined by box voting (:func:`vote_box`) and widened to the
-           character's whole visible extent (:func:`character_extent`).
+        1. **Where**: the window the classifier finds most likely the character rather than the background (the
+           log-odds of its probability against the background's, plus the log of the focus factor: unlike
+           probabilities near 1, log-odds do not saturate), among windows where its probability (times the
+           focus factor) beats every other character's on the same window by ``config.identity_margin`` (an
+           open-set decision; the classifier itself weighs the character against the film's background). Its box
+           is refined by box voting (:func:`vote_box`) and widened to the character's whole visible extent
+           (:func:`character_extent`).
         2. **Whether**: the detection's score is the best window score (:meth:`window_scores`: classifier and
            colour model together) among the windows inside that extent. A background the classifier mistakes
            for the character rarely also holds the character's colours, where a character does. And the extent
@@ -394,7 +385,8 @@ class LocalDetector:
             rivals = [scored.probability[o] for o in scored.probability if o != name]
             best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(where)
             eligible = np.flatnonzero(where - best_rival >= self.config.identity_margin)
-            cands = [Detection(name, scored.windows[i], float(where[i])) for i in eligible]
+            rank = scored.log_odds[name]  # does not saturate where probabilities do
+            cands = [Detection(name, scored.windows[i], float(rank[i])) for i in eligible]
             for d in nms(cands, self.config.nms_iou, self.config.max_per_frame):
                 box = character_extent(vote_box(d, scored.windows, where),
                                        self.models[name].colour.likely_map(frame.image, EXTENT_LLR),
@@ -419,6 +411,8 @@ class _FrameScores:
     probability: dict[str, np.ndarray]
     score: dict[str, np.ndarray]
     likely: dict[str, np.ndarray]
+    log_odds: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per character: log(p(character) / p(background)) + log(focus factor), ``(N,)``; ranks the windows."""
 
 
 def focus_factor(image: np.ndarray, windows: Sequence[BBox], weight: float) -> np.ndarray:
