@@ -217,8 +217,10 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
     with atomic_open(out / "frames.jsonl", "w") as frames_log:
         for info in infos:
             sampled = 0
+            evidence: dict[int, dict[str, float]] = {}  # best window score per character, before the gates
 
-            def scored(info: VideoInfo = info, offset_s: float = offset_s) -> Iterator[Scored]:
+            def scored(info: VideoInfo = info, offset_s: float = offset_s,
+                       evidence: dict[int, dict[str, float]] = evidence) -> Iterator[Scored]:
                 nonlocal sampled
                 for frame in sample_frames(info.path, config.sampling, progress=progress, info=info,
                                            content_box=content_boxes[info.path]):
@@ -227,14 +229,16 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
                                    extra=f"{Path(info.path).name}, {summary.frames_sampled + sampled} frames "
                                          f"sampled, {len(records)} crops")
                     cands = detector.detect(frame, min_score=det_cfg.min_score * CANDIDATE_FLOOR)
+                    evidence[frame.frame_index] = dict(getattr(detector, "last_evidence", {}))
                     yield Scored(frame, cands, frame.shot)
 
             for frame, kept, raw in smooth_in_shots(scored(), det_cfg.min_score, det_cfg.temporal_window):
                 row = frame_log_row(frame, kept)
                 row["raw_scores"] = {k: round(v, 4) for k, v in sorted(raw.items())}
                 frames_log.write(_dumps(row))
-                if not kept:
-                    backgrounds.offer(frame, raw)
+                seen = evidence.pop(frame.frame_index, {})
+                if not kept:  # "clearly no character": neither a candidate nor any window scored near one
+                    backgrounds.offer(frame, {n: max(raw.get(n, 0.0), seen.get(n, 0.0)) for n in set(raw) | set(seen)})
                 for name in {d.character for d in kept}:
                     frames_with[name] += 1
                 records.extend(_crop_detections(frame, kept, config, out, ext, embedded))

@@ -205,6 +205,9 @@ class LocalDetector:
         self.rng = np.random.default_rng(config.seed)
         self.masks = {name: [foreground_mask(r) for r in refs] for name, refs in self.references.items()}
         self.models: dict[str, CharacterModel] = {}
+        self.last_evidence: dict[str, float] = {}
+        """Best window score per character in the frame :meth:`detect` saw last, before its gates: a frame
+        where it is low clearly shows no character (background windows for calibration)."""
 
     # -- training -----------------------------------------------------------------------------------
     def _augment(self, image: np.ndarray, count: int) -> list[np.ndarray]:
@@ -378,6 +381,7 @@ class LocalDetector:
             RuntimeError: :meth:`fit` has not been called.
         """
         scored = self._score(frame)
+        self.last_evidence = {name: float(v.max(initial=0.0)) for name, v in scored.score.items()}
         found: list[Detection] = []
         floor = self.config.min_score if min_score is None else min_score
         windows = np.asarray(scored.windows, dtype=np.intp).reshape(-1, 4)
