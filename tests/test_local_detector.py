@@ -211,12 +211,16 @@ def test_local_detector_finds_the_bunny_whole_and_no_sintel_in_big_buck_bunny(me
     detector = LocalDetector(references, detection)
     detector.fit([frames[i] for i in np.linspace(0, len(frames) - 1, 20).round().astype(int)])
     labelled = boxes["clips"]["clips/bbb_30s.mp4"]["frames"]
-    for frame in (f for f in frames if round(f.timestamp_s) in (13, 15)):
+    # 13 and 15 s: the close-up around the t=14 reference; 7 s: walking, a box far smaller than the picture, so
+    # holding the head is no matter of covering everything (measured with seeds 0..3 at 13 and 15 s, 0..2 at 7 s:
+    # scores 0.81 to 0.86 and 0.60 to 0.62, head 98 to 100% inside, box 22% of the picture at 7 s)
+    for frame in (f for f in frames if round(f.timestamp_s) in (7, 13, 15)):
         found = detector.detect(frame)
         bunny = [d for d in found if d.character == "bunny"]
         truth = labelled[str(round(frame.timestamp_s))]["bunny"]
         assert bunny, f"no bunny at {frame.timestamp_s} s"
-        # measured with seeds 0..3: the box is the close-up's whole picture or nearly, scores 0.81 to 0.86
         assert _covered(bunny[0].bbox, truth["head"]) >= 0.8, (bunny[0], truth)
-        assert _covered(truth["body"], bunny[0].bbox) >= 0.5  # and it lies mostly on him
+        assert _covered(truth["body"], bunny[0].bbox) >= 0.5, (bunny[0], truth)  # and it lies mostly on him
+        if round(frame.timestamp_s) == 7:
+            assert bunny[0].bbox[2] * bunny[0].bbox[3] <= 0.4 * 640 * 360, bunny[0]
         assert not [d for d in detector.detect(frame, min_score=0.0) if d.character == "sintel"]
