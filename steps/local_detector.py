@@ -243,7 +243,8 @@ class LocalDetector:
         return canvas.astype(np.uint8)
 
     def fit(self, frames: Iterable[SampledFrame]) -> dict[str, CharacterModel]:
-        """Train one classifier per character from the references and background windows of ``frames``.
+        """Train the classifier over the background and every character from the references and background
+        windows of ``frames`` (module docstring).
 
         ``frames`` should be spread over the input videos (the caller passes up to
         ``config.mining_frames``); only window descriptors and a few background crops are kept.
@@ -337,7 +338,7 @@ class LocalDetector:
             out.likely[name] = model.colour.likely_map(frame.image)
             shares[name] = _window_shares(out.likely[name], wins)
         classifier = next(iter(self.models.values())).classifier
-        proba = classifier.predict_proba(np.hstack([desc] + [shares[n] for n in self.models]))
+        proba = _predict_proba(classifier, desc, np.hstack([shares[n] for n in self.models]))
         for name, model in self.models.items():
             prob = proba[:, model.column]
             out.probability[name] = (prob * focus).astype(np.float32)
@@ -406,6 +407,21 @@ class LocalDetector:
         return found
 
 
+def _predict_proba(classifier: LogisticRegression, desc: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """``classifier.predict_proba(np.hstack([desc, extra]))`` without copying ``desc`` (thousands of rows of 2,164
+    features per frame): the linear scores of both blocks, then the softmax (sigmoid for two classes) that
+    scikit-learn's multinomial logistic regression applies."""
+    coef = classifier.coef_.astype(np.float32)
+    d = desc.shape[1]
+    z = desc @ coef[:, :d].T + extra.astype(np.float32) @ coef[:, d:].T + classifier.intercept_.astype(np.float32)
+    if z.shape[1] == 1:
+        p = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p, p], axis=1)
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class _FrameScores:
     """Per-window figures of one frame: ``probability`` (classifier x focus) and ``score`` (with the colour
@@ -463,7 +479,7 @@ def character_extent(box: BBox, likely: np.ndarray, content: BBox, grow_x: float
     k = max(3, int(0.05 * min(w, h)) | 1)
     roi = cv2.morphologyEx(roi, cv2.MORPH_CLOSE, np.ones((k, k), np.uint8))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(roi, connectivity=8)
-    inside = labels[y - y0:y - y0 + h, x - x0:x - x0 + w]
+    inside = labels[max(0, y - y0):max(0, y - y0 + h), max(0, x - x0):max(0, x - x0 + w)]
     counts = np.bincount(inside.ravel(), minlength=n)
     keep = [i for i in range(1, n) if counts[i] >= 0.02 * w * h]
     if not keep:

@@ -6,7 +6,10 @@ its neighbours' in the same shot (a window of 3 sampled frames), in the spirit o
 (Han et al. 2016, "Seq-NMS for Video Object Detection"), which averages scores along linked detections.
 At a shot's edge, where a frame has one neighbour, the window is padded with the lower of the two
 scores, so an edge frame needs its neighbour's confirmation; a frame alone in its shot keeps its own
-score. The stream is processed with a one-frame look-ahead.
+score. A character followed from frame to frame (its boxes in neighbouring sampled frames of the shot
+overlapping by IoU :data:`LINK_IOU` or more) keeps at least the mean of the scores along that link, as Seq-NMS
+rescores a linked sequence, so a true detection between two weaker ones of the same character is not cut by the
+median. The stream is processed with a one-frame look-ahead.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ def _linked_scores(item: Scored, neighbours: list[Scored], name: str, min_iou: f
 def smooth_in_shots(items: Iterable[Scored], min_score: float,
                     window: int = 3) -> Iterator[tuple[SampledFrame, list[Detection], dict[str, float]]]:
     """Rescore each frame's detections with the median of the best scores of ``window`` neighbouring
-    sampled frames of the same shot, and keep those at or above ``min_score``.
+    sampled frames of the same shot (or, where the character's boxes link to neighbours' by IoU
+    :data:`LINK_IOU`, the mean along the link if higher), and keep those at or above ``min_score``.
 
     Yields, in input order, ``(frame, kept detections, raw best score per character)``; a kept
     detection's ``score`` is the smoothed score of its character (the best one) or, for further

@@ -4,7 +4,8 @@
 (64 px windows, 8 px HOG cells, colour weight 0.3) rewritten to work on a batch: every window is resized to
 64 x 64 px, the batch is stacked into one ``(N, 64, 64, 3)`` array, and the colour histograms and histograms of
 oriented gradients of all windows come from a few array operations instead of one library call per window
-(``tests/test_window_descriptor.py`` holds the two within a cosine similarity of 0.99 on real crops). On 2 cores
+(``tests/test_local_detector.py`` holds the two within a cosine similarity of 0.999 on real and synthetic
+crops). On 2 cores
 it describes a 640x360 frame's 1,500 windows in about 0.1 s, against 1.5 s one by one.
 
 Features (same as :class:`~core.embeddings.ColorTextureDescriptor`):
@@ -116,26 +117,31 @@ class WindowDescriptor:
                 ii = np.zeros((hc + 1, wc + 1, COLOUR_BINS), np.float64)
                 ii[1:, 1:] = colour_cells.cumsum(0).cumsum(1)
                 q = cells // 2
-                for i in rows:
-                    for j in cols:
-                        boxes.append((x0 + int(round(j * CELL * fx)), y0 + int(round(i * CELL * fy)),
-                                      int(round(SIZE * fx)), int(round(SIZE * fy))))
-                        quads = [ii[a + q, b + q] - ii[a, b + q] - ii[a + q, b] + ii[a, b]
-                                 for a in (i, i + q) for b in (j, j + q)]
-                        colours.append(np.stack([sum(quads)] + quads))
-                        shapes.append(blocks[i:i + cells - 1, j:j + cells - 1].ravel())
+                r, c = np.asarray(rows)[:, None], np.asarray(cols)[None, :]
+                quads = np.stack([ii[a + q, b + q] - ii[a, b + q] - ii[a + q, b] + ii[a, b]
+                                  for a in (r, r + q) for b in (c, c + q)], axis=2)  # (rows, cols, 4, bins)
+                colours.append(np.concatenate([quads.sum(axis=2, keepdims=True), quads], axis=2)
+                               .reshape(-1, 5, COLOUR_BINS))
+                views = np.lib.stride_tricks.sliding_window_view(blocks, (cells - 1, cells - 1), axis=(0, 1))
+                shapes.append(views[np.ix_(rows, cols)].transpose(0, 1, 3, 4, 2).reshape(len(rows) * len(cols), -1))
+                boxes.extend((x0 + int(round(j * CELL * fx)), y0 + int(round(i * CELL * fy)),
+                              int(round(SIZE * fx)), int(round(SIZE * fy))) for i in rows for j in cols)
         if not boxes:
             return [], np.zeros((0, self.dimension), np.float32)
-        hists = np.asarray(colours, np.float32)
+        hists = np.concatenate(colours).astype(np.float32)
         colour = np.sqrt(hists / np.maximum(hists.sum(axis=2, keepdims=True) / 2.0, 1.0)).reshape(len(boxes), -1)
-        return boxes, self._combine(colour, np.asarray(shapes, np.float32))
+        return boxes, self._combine(colour, np.concatenate(shapes))
 
     def _combine(self, colour: np.ndarray, shape: np.ndarray) -> np.ndarray:
-        colour = colour / np.maximum(np.linalg.norm(colour, axis=1, keepdims=True), 1e-12)
-        shape = np.sqrt(shape)
-        shape = shape / np.maximum(np.linalg.norm(shape, axis=1, keepdims=True), 1e-12)
-        vec = np.hstack([np.sqrt(self.color_weight) * colour, np.sqrt(1.0 - self.color_weight) * shape])
-        return (vec / np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        """Unit rows of ``[sqrt(w) * colour / |colour|, sqrt(1 - w) * sqrt(shape) / |sqrt(shape)|]``."""
+        out = np.empty((len(colour), colour.shape[1] + shape.shape[1]), np.float32)
+        head, tail = out[:, :colour.shape[1]], out[:, colour.shape[1]:]
+        head[:] = colour
+        np.sqrt(shape, out=tail)
+        for part, weight in ((head, self.color_weight), (tail, 1.0 - self.color_weight)):
+            part *= (np.sqrt(weight) / np.maximum(np.sqrt(np.einsum("ij,ij->i", part, part)), 1e-12))[:, None]
+        out /= np.maximum(np.sqrt(np.einsum("ij,ij->i", out, out)), 1e-12)[:, None]
+        return out
 
     @staticmethod
     def _colour_cells(hsv: np.ndarray) -> np.ndarray:

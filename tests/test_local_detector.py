@@ -224,3 +224,17 @@ def test_local_detector_finds_the_bunny_whole_and_no_sintel_in_big_buck_bunny(me
         if round(frame.timestamp_s) == 7:
             assert bunny[0].bbox[2] * bunny[0].bbox[3] <= 0.4 * 640 * 360, bunny[0]
         assert not [d for d in detector.detect(frame, min_score=0.0) if d.character == "sintel"]
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_predict_proba_without_copying_matches_scikit_learn(classes):
+    from sklearn.linear_model import LogisticRegression
+
+    from steps.local_detector import _predict_proba
+
+    rng = np.random.default_rng(classes)
+    desc, extra = rng.random((300, 40)).astype(np.float32), rng.random((300, 2 * (classes - 1))).astype(np.float32)
+    labels = rng.integers(0, classes, 300)
+    clf = LogisticRegression(max_iter=500).fit(np.hstack([desc, extra]), labels)
+    expected = clf.predict_proba(np.hstack([desc, extra]))
+    assert _predict_proba(clf, desc, extra) == pytest.approx(expected, abs=1e-5)
