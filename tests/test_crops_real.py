@@ -29,7 +29,7 @@ FPS = 25.0
 MIN_PRECISION = {SINTEL: 1.0, BBB: 0.9}
 MIN_CORRECT = {SINTEL: 8, BBB: 9}
 MAX_WRONG_CHARACTER = {SINTEL: 0, BBB: 0}  # issue 8's target, met: no crop names the wrong character
-MIN_RECALL_OUTSIDE_REFERENCES = {SINTEL: 0.5, BBB: 0.75}
+MIN_RECALL_OUTSIDE_REFERENCES = {SINTEL: 0.5, BBB: 0.83}
 
 # Issue 8's targets.
 TARGET_PRECISION, TARGET_CORRECT, TARGET_RECALL = 0.9, {SINTEL: 5, BBB: 8}, 0.8
@@ -112,7 +112,7 @@ def test_target_crop_precision_and_count(crop_scores, clip):
     assert mine["precision"] >= TARGET_PRECISION and mine["correct"] >= TARGET_CORRECT[clip], mine
 
 
-@pytest.mark.parametrize("clip", [pytest.param(SINTEL, marks=NOT_MET), pytest.param(BBB, marks=NOT_MET)])
+@pytest.mark.parametrize("clip", [pytest.param(SINTEL, marks=NOT_MET), BBB])  # Sintel: 1 of 2 seconds
 def test_target_recall_outside_the_reference_shots(prepared, labels, clip):
     recall, _, missed = _recall_outside_references(prepared[clip], clip, labels)
     assert recall >= TARGET_RECALL, missed
