@@ -120,17 +120,14 @@ class WindowDescriptor:
                 r, c = np.asarray(rows)[:, None], np.asarray(cols)[None, :]
                 quads = np.stack([ii[a + q, b + q] - ii[a, b + q] - ii[a + q, b] + ii[a, b]
                                   for a in (r, r + q) for b in (c, c + q)], axis=2)  # (rows, cols, 4, bins)
-                colours.append(np.concatenate([quads.sum(axis=2, keepdims=True), quads], axis=2)
-                               .reshape(-1, 5, COLOUR_BINS))
+                colours.append(quads.reshape(-1, 4, COLOUR_BINS))
                 views = np.lib.stride_tricks.sliding_window_view(blocks, (cells - 1, cells - 1), axis=(0, 1))
                 shapes.append(views[np.ix_(rows, cols)].transpose(0, 1, 3, 4, 2).reshape(len(rows) * len(cols), -1))
                 boxes.extend((x0 + int(round(j * CELL * fx)), y0 + int(round(i * CELL * fy)),
                               int(round(SIZE * fx)), int(round(SIZE * fy))) for i in rows for j in cols)
         if not boxes:
             return [], np.zeros((0, self.dimension), np.float32)
-        hists = np.concatenate(colours).astype(np.float32)
-        colour = np.sqrt(hists / np.maximum(hists.sum(axis=2, keepdims=True) / 2.0, 1.0)).reshape(len(boxes), -1)
-        return boxes, self._combine(colour, np.concatenate(shapes))
+        return boxes, self._combine(self._pyramid(np.concatenate(colours)), np.concatenate(shapes))
 
     def _combine(self, colour: np.ndarray, shape: np.ndarray) -> np.ndarray:
         """Unit rows of ``[sqrt(w) * colour / |colour|, sqrt(1 - w) * sqrt(shape) / |sqrt(shape)|]``."""
@@ -157,20 +154,20 @@ class WindowDescriptor:
 
     @staticmethod
     def _colour(hsv: np.ndarray) -> np.ndarray:
-        """``(N, 5 * 80)``: hue-saturation and value histograms of the whole window and of its quadrants."""
-        n = len(hsv)
-        hs = (hsv[..., 0].astype(np.intp) * HUE_BINS // 180) * SAT_BINS + hsv[..., 1].astype(np.intp) * SAT_BINS // 256
-        val = HUE_BINS * SAT_BINS + hsv[..., 2].astype(np.intp) * VAL_BINS // 256
-        half = SIZE // 2
-        quadrant = (np.arange(SIZE)[:, None] >= half) * 2 + (np.arange(SIZE)[None, :] >= half)  # (64, 64) in 0..3
-        base = np.arange(n)[:, None, None] * 4 + quadrant[None]
-        counts = (np.bincount((base * COLOUR_BINS + hs).ravel(), minlength=n * 4 * COLOUR_BINS)
-                  + np.bincount((base * COLOUR_BINS + val).ravel(), minlength=n * 4 * COLOUR_BINS))
-        quads = counts.reshape(n, 4, COLOUR_BINS).astype(np.float32)
-        cells = np.concatenate([quads.sum(axis=1, keepdims=True), quads], axis=1)  # whole window first
-        # each cell's two histograms sum to 2 x its pixels; normalise each to sum 1, then square-root
+        """``(N, 5 * 80)`` colour pyramid of ``(N, 64, 64, 3)`` HSV windows (:meth:`_pyramid`)."""
+        n, q = len(hsv), SIZE // CELL // 2
+        cells = WindowDescriptor._colour_cells(hsv.reshape(n * SIZE, SIZE, 3)).reshape(n, 2 * q, 2 * q, COLOUR_BINS)
+        quads = np.stack([cells[:, a:a + q, b:b + q].sum(axis=(1, 2)) for a in (0, q) for b in (0, q)], axis=1)
+        return WindowDescriptor._pyramid(quads)
+
+    @staticmethod
+    def _pyramid(quads: np.ndarray) -> np.ndarray:
+        """``(N, 5 * 80)`` from the ``(N, 4, 80)`` colour counts of each window's quadrants: the whole window's
+        histograms first, then the quadrants'; each cell's two histograms (hue-saturation, value) sum to twice
+        its pixels, so each is normalised to sum 1, then square-rooted."""
+        cells = np.concatenate([quads.sum(axis=1, keepdims=True), quads], axis=1).astype(np.float32)
         totals = np.maximum(cells.sum(axis=2, keepdims=True) / 2.0, 1.0)
-        return np.sqrt(cells / totals).reshape(n, -1)
+        return np.sqrt(cells / totals).reshape(len(quads), -1)
 
     @staticmethod
     def _hog(gray: np.ndarray, flat: bool = True) -> np.ndarray:
