@@ -24,13 +24,13 @@ One classifier is trained from the characters' reference images and from the vid
    window of highest log-odds against the background (with a focus factor, :func:`focus_factor`), among
    windows where its probability beats every other character's by ``identity_margin``, refined by box voting
    and widened to the character's colour extent (:func:`character_extent`), so the box holds the head and
-   ears, not only the torso. Whether it is
-   there: the best window score inside that box (the geometric mean of the probability and the colour share,
-   in [0, 1]) must reach ``min_score``, and the box's colours must match the references' proportions
-   (:meth:`CharacterModel.colour_similarity` at least ``min_colour_similarity``).
+   ears, not only the torso. Whether it is there: the best window score inside that box (the geometric mean
+   of the probability and the colour share, in [0, 1]) must reach ``min_score``, and the box's colours must
+   match the references' proportions (:meth:`CharacterModel.colour_similarity` at least
+   ``min_colour_similarity``); where it fails, the next most likely locations are tried.
 
 The classifier learns what separates the characters from *this* film's backgrounds. It needs no network
-and no weights; on 2 cores it trains in 15 to 20 s and scores a frame in 0.15 to 0.25 s
+and no weights; on 2 cores it trains in 12 to 13 s and scores a frame in 0.12 to 0.16 s
 (``bench/bench_detection.py``), and it is weaker on characters seen from angles the references do not show.
 """
 
@@ -56,12 +56,12 @@ MIN_VALUE = 48
 """Pixels darker than this (HSV value, 0..255) have no reliable hue and are left out of the colour model."""
 LLR_THRESHOLD = 1.0
 EXTENT_LLR = 0.0
-LOCATIONS_TRIED = 2
-"""Beyond ``max_per_frame``, how many further locations (the next most likely windows after non-maximum
-suppression) :meth:`LocalDetector.detect` tries, in order, when a more likely one fails the acceptance tests."""
 """A pixel belongs to a character's extent (:func:`character_extent`) where its colour is likelier on the character
 than in the film (log-likelihood ratio above 0), a looser test than the window score's, so shaded fur and hair in
 shadow stay inside the box."""
+LOCATIONS_TRIED = 2
+"""Beyond ``max_per_frame``, how many further locations (the next most likely windows after non-maximum
+suppression) :meth:`LocalDetector.detect` tries, in order, when a more likely one fails the acceptance tests."""
 MIN_WINDOW_PX = 24
 VOTE_RATIO = 0.9
 CLASSIFIER_C = 10.0
@@ -100,9 +100,13 @@ def _hsv_index(image: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _hsv_hist(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    (h, s, v), bright = _hsv_index(image)
-    sel = bright if mask is None else bright & mask.astype(bool)
-    h, s, v = h[sel], s[sel], v[sel]
+    index, bright = _hsv_index(image)
+    return _index_hist(index, bright if mask is None else bright & mask.astype(bool))
+
+
+def _index_hist(index: tuple[np.ndarray, ...], selected: np.ndarray) -> np.ndarray:
+    """:data:`HSV_BINS` histogram of the pixels ``selected`` (a boolean map) of a picture's :func:`_hsv_index`."""
+    h, s, v = (i[selected] for i in index)
     hist = np.zeros(HSV_BINS, np.float64)
     np.add.at(hist, (h.ravel(), s.ravel(), v.ravel()), 1.0)
     return hist
@@ -123,8 +127,12 @@ class ColourModel:
     def likely_map(self, image: np.ndarray, threshold: float = LLR_THRESHOLD) -> np.ndarray:
         """``(H, W)`` float32: 1 where the pixel's colour is at least ``exp(threshold)`` times likelier on the
         character than in the film (default: e times)."""
-        index, bright = _hsv_index(image)
-        return ((self.llr[index] > threshold) & bright).astype(np.float32)
+        return (self.pixel_llr(*_hsv_index(image)) > threshold).astype(np.float32)
+
+    def pixel_llr(self, index: tuple[np.ndarray, np.ndarray, np.ndarray], bright: np.ndarray) -> np.ndarray:
+        """``(H, W)`` float32 log-likelihood ratio of each pixel of a picture given its :func:`_hsv_index`;
+        ``-inf`` where the pixel is too dark to have a colour."""
+        return np.where(bright, self.llr[index], -np.inf).astype(np.float32)
 
     def shares(self, image: np.ndarray) -> np.ndarray:
         """``(2,)``: share of character-likely pixels in ``image`` and in its central half."""
@@ -176,10 +184,16 @@ class CharacterModel:
         holds the character's colours in the references' proportions. A tree trunk of one of a character's
         colours scores low; the character, with hair, skin and clothes in their usual shares, high (the
         similarity of Comaniciu, Ramesh & Meer 2003, "Kernel-based object tracking")."""
-        if self.foreground_hist is None or image.size == 0:
+        if image.size == 0:
+            return 1.0
+        return self.hist_similarity(_hsv_hist(image))
+
+    def hist_similarity(self, hist: np.ndarray) -> float:
+        """:meth:`colour_similarity` of a box given its :data:`HSV_BINS` histogram."""
+        if self.foreground_hist is None:
             return 1.0
         mine = self.colour.llr > LLR_THRESHOLD
-        box = _hsv_hist(image) * mine
+        box = hist * mine
         ref = self.foreground_hist * mine
         if box.sum() <= 0 or ref.sum() <= 0:
             return 0.0
@@ -332,14 +346,15 @@ class LocalDetector:
         cfg = self.config
         wins, desc = self.descriptor.dense(frame.image, frame.content_box, cfg.window_scales, cfg.window_aspects,
                                            cfg.window_stride, MIN_WINDOW_PX)
-        out = _FrameScores(wins, {}, {}, {})
+        out = _FrameScores(wins)
         if not wins:
             return out
         focus = focus_factor(frame.image, wins, cfg.focus_weight)
+        out.hsv_index, out.bright = _hsv_index(frame.image)
         shares = {}
         for name, model in self.models.items():
-            out.likely[name] = model.colour.likely_map(frame.image)
-            shares[name] = _window_shares(out.likely[name], wins)
+            out.llr[name] = model.colour.pixel_llr(out.hsv_index, out.bright)
+            shares[name] = _window_shares((out.llr[name] > LLR_THRESHOLD).astype(np.float32), wins)
         classifier = next(iter(self.models.values())).classifier
         proba = _predict_proba(classifier, desc, np.hstack([shares[n] for n in self.models]))
         for name, model in self.models.items():
@@ -349,17 +364,6 @@ class LocalDetector:
                                   + np.log(np.maximum(focus, 1e-6))).astype(np.float32)
             out.score[name] = (np.sqrt(prob * shares[name][:, 0]) * focus).astype(np.float32)
         return out
-
-    def window_scores(self, frame: SampledFrame) -> tuple[list[BBox], dict[str, np.ndarray]]:
-        """Every window of ``frame`` and, per character, its ``(N,)`` scores in [0, 1]: the geometric mean of the
-        classifier's probability and the window's colour share, times the window's focus factor
-        (:func:`focus_factor`).
-
-        Raises:
-            RuntimeError: :meth:`fit` has not been called.
-        """
-        scored = self._score(frame)
-        return scored.windows, {name: scored.score.get(name, np.zeros(0, np.float32)) for name in self.models}
 
     def detect(self, frame: SampledFrame, min_score: float | None = None) -> list[Detection]:
         """Detections of every character in ``frame`` (scores in [0, 1], at most ``max_per_frame`` each)
@@ -374,8 +378,9 @@ class LocalDetector:
            open-set decision; the classifier itself weighs the character against the film's background). Its box
            is refined by box voting (:func:`vote_box`) and widened to the character's whole visible extent
            (:func:`character_extent`).
-        2. **Whether**: the detection's score is the best window score (:meth:`window_scores`: classifier and
-           colour model together) among the windows inside that extent. A background the classifier mistakes
+        2. **Whether**: the detection's score is the best window score (the geometric mean of the classifier's
+           probability and the window's colour share, times the focus factor) among the windows inside that
+           extent. A background the classifier mistakes
            for the character rarely also holds the character's colours, where a character does. And the extent
            must hold the character's colours in the references' proportions
            (:meth:`CharacterModel.colour_similarity` at least ``config.min_colour_similarity``), which a tree
@@ -392,6 +397,7 @@ class LocalDetector:
         found: list[Detection] = []
         floor = self.config.min_score if min_score is None else min_score
         windows = np.asarray(scored.windows, dtype=np.intp).reshape(-1, 4)
+        position = {box: i for i, box in enumerate(scored.windows)}
         for name, where in scored.probability.items():
             rivals = [scored.probability[o] for o in scored.probability if o != name]
             best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(where)
@@ -399,16 +405,15 @@ class LocalDetector:
             rank = scored.log_odds[name]  # does not saturate where probabilities do
             cands = [Detection(name, scored.windows[i], float(rank[i])) for i in eligible]
             accepted = []
+            extent_map = scored.llr.get(name, np.zeros(0)) > EXTENT_LLR
             for d in nms(cands, self.config.nms_iou, self.config.max_per_frame + LOCATIONS_TRIED):
-                box = character_extent(vote_box(d, scored.windows, where),
-                                       self.models[name].colour.likely_map(frame.image, EXTENT_LLR),
-                                       frame.content_box)
+                box = character_extent(vote_box(d, scored.windows, where), extent_map, frame.content_box)
                 x, y, w, h = box
                 inside = ((windows[:, 0] >= x) & (windows[:, 1] >= y) & (windows[:, 0] + windows[:, 2] <= x + w)
                           & (windows[:, 1] + windows[:, 3] <= y + h))
-                index = scored.windows.index(d.bbox)
-                score = float(max(scored.score[name][inside].max(initial=0.0), scored.score[name][index]))
-                similarity = self.models[name].colour_similarity(frame.image[y:y + h, x:x + w])
+                score = float(max(scored.score[name][inside].max(initial=0.0), scored.score[name][position[d.bbox]]))
+                in_box = tuple(i[y:y + h, x:x + w] for i in scored.hsv_index)
+                similarity = self.models[name].hist_similarity(_index_hist(in_box, scored.bright[y:y + h, x:x + w]))
                 if score >= floor and similarity >= self.config.min_colour_similarity:
                     accepted.append(replace(d, bbox=box, score=score))
             found.extend(accepted[:self.config.max_per_frame])
@@ -432,15 +437,21 @@ def _predict_proba(classifier: LogisticRegression, desc: np.ndarray, extra: np.n
 
 @dataclass
 class _FrameScores:
-    """Per-window figures of one frame: ``probability`` (classifier x focus) and ``score`` (with the colour
-    share) per character, ``(N,)`` each, and the character-colour maps ``likely``, ``(H, W)`` each."""
+    """Figures of one frame, computed once and shared by every character and candidate location."""
 
     windows: list[BBox]
-    probability: dict[str, np.ndarray]
-    score: dict[str, np.ndarray]
-    likely: dict[str, np.ndarray]
+    probability: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per character: classifier probability x focus factor, ``(N,)``."""
+    score: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per character: sqrt(probability x colour share) x focus factor, ``(N,)`` in [0, 1]."""
     log_odds: dict[str, np.ndarray] = field(default_factory=dict)
     """Per character: log(p(character) / p(background)) + log(focus factor), ``(N,)``; ranks the windows."""
+    llr: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per character: each pixel's colour log-likelihood ratio, ``(H, W)`` (:meth:`ColourModel.pixel_llr`)."""
+    hsv_index: tuple[np.ndarray, ...] = ()
+    """The frame's :func:`_hsv_index` bins, each ``(H, W)``."""
+    bright: np.ndarray | None = None
+    """``(H, W)``: pixels bright enough to have a colour."""
 
 
 def focus_factor(image: np.ndarray, windows: Sequence[BBox], weight: float) -> np.ndarray:
