@@ -148,7 +148,7 @@ class DetectionConfig(StrictModel):
     copy_paste: int = Field(120, ge=0, le=5000,
                             description="Positives made by pasting each character's foreground onto background "
                                         "windows of the video (local backend; 0 disables).")
-    seed: int = Field(0, ge=0, description="Random seed of augmentation and mining (local backend).")
+    seed: int = Field(0, ge=0, description="Random seed of GrabCut, augmentation and mining (local backend).")
     rekognition_min_confidence: float = Field(50.0, ge=0.0, le=100.0,
                                               description="DetectLabels MinConfidence (percent).")
 

@@ -230,7 +230,7 @@ def run_extract(videos: Sequence[str | Path], characters_dir: str | Path | None,
                                          f"sampled, {len(records)} crops")
                     cands = detector.detect(frame, min_score=det_cfg.min_score * CANDIDATE_FLOOR)
                     evidence[frame.frame_index] = dict(getattr(detector, "last_evidence", {}))
-                    yield Scored(frame, cands, frame.shot)
+                    yield Scored(frame, cands, frame.shot, list(getattr(detector, "last_alternatives", [])))
 
             for frame, kept, raw in smooth_in_shots(scored(), det_cfg.min_score, det_cfg.temporal_window):
                 row = frame_log_row(frame, kept)

@@ -68,17 +68,23 @@ CLASSIFIER_C = 10.0
 """Inverse regularisation strength of the logistic regression."""
 
 
-def foreground_mask(image: np.ndarray, inset: float = 0.05, iterations: int = 5) -> np.ndarray:
+def foreground_mask(image: np.ndarray, inset: float = 0.05, iterations: int = 5, seed: int = 0) -> np.ndarray:
     """GrabCut foreground of a reference crop: ``(H, W)`` uint8, 1 on the character, 0 elsewhere.
 
     The initial rectangle is the crop inset by ``inset`` of its size on every side. Where GrabCut keeps
     less than 10% of the pixels (a failure), the whole inner rectangle is returned instead.
+
+    GrabCut seeds its colour models by k-means on OpenCV's global random number generator, so the mask would
+    depend on what ran before in the process (a second run of ``storyboard prepare`` in one process gave another
+    detector); the generator is seeded with ``seed`` first (``cv2.setRNGSeed``, this thread's generator) to make
+    it a function of ``image`` and ``seed`` alone.
     """
     h, w = image.shape[:2]
     mask = np.zeros((h, w), np.uint8)
     rect = (int(w * inset), int(h * inset), max(1, int(w * (1 - 2 * inset))), max(1, int(h * (1 - 2 * inset))))
     bgd = np.zeros((1, 65), np.float64)
     fgd = np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(seed)
     try:
         cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), mask, rect, bgd, fgd, iterations, cv2.GC_INIT_WITH_RECT)
         fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
@@ -115,8 +121,8 @@ def _index_hist(index: tuple[np.ndarray, ...], selected: np.ndarray) -> np.ndarr
 class ColourModel:
     """Log-likelihood ratio of each HSV colour: character foreground versus the film's pixels.
 
-    ``llr[h, s, v] = log p(colour | character) - log p(colour | film)`` with add-one smoothing, on an
-    18 x 8 x 8 hue-saturation-value grid.
+    ``llr[h, s, v] = log p(colour | character) - log p(colour | film)`` with add-one smoothing, on the
+    :data:`HSV_BINS` (18 x 8 x 4) hue-saturation-value grid.
     """
 
     def __init__(self, foreground_hist: np.ndarray, background_hist: np.ndarray) -> None:
@@ -220,11 +226,16 @@ class LocalDetector:
         self.references = {name: [np.ascontiguousarray(r) for r in refs] for name, refs in references.items()}
         self.descriptor = WindowDescriptor(color_weight=0.3)
         self.rng = np.random.default_rng(config.seed)
-        self.masks = {name: [foreground_mask(r) for r in refs] for name, refs in self.references.items()}
+        self.masks = {name: [foreground_mask(r, seed=config.seed) for r in refs]
+                      for name, refs in self.references.items()}
         self.models: dict[str, CharacterModel] = {}
         self.last_evidence: dict[str, float] = {}
         """Best window score per character in the frame :meth:`detect` saw last, before its gates: a frame
         where it is low clearly shows no character (background windows for calibration)."""
+        self.last_alternatives: list[Detection] = []
+        """Locations of the frame :meth:`detect` saw last that passed its tests after the ``max_per_frame`` it
+        returned, per character in order of likelihood: where the most likely location is wrong (a statue beside
+        the character), temporal linking may follow the character to one of these (:mod:`steps.temporal`)."""
 
     # -- training -----------------------------------------------------------------------------------
     def _augment(self, image: np.ndarray, count: int) -> list[np.ndarray]:
@@ -395,6 +406,7 @@ class LocalDetector:
         scored = self._score(frame)
         self.last_evidence = {name: float(v.max(initial=0.0)) for name, v in scored.score.items()}
         found: list[Detection] = []
+        self.last_alternatives = []
         floor = self.config.min_score if min_score is None else min_score
         windows = np.asarray(scored.windows, dtype=np.intp).reshape(-1, 4)
         position = {box: i for i, box in enumerate(scored.windows)}
@@ -417,6 +429,7 @@ class LocalDetector:
                 if score >= floor and similarity >= self.config.min_colour_similarity:
                     accepted.append(replace(d, bbox=box, score=score))
             found.extend(accepted[:self.config.max_per_frame])
+            self.last_alternatives.extend(accepted[self.config.max_per_frame:])
         return found
 
 

@@ -9,13 +9,17 @@ scores, so an edge frame needs its neighbour's confirmation; a frame alone in it
 score. A character followed from frame to frame (its boxes in neighbouring sampled frames of the shot
 overlapping by IoU :data:`LINK_IOU` or more) keeps at least the mean of the scores along that link, as Seq-NMS
 rescores a linked sequence, so a true detection between two weaker ones of the same character is not cut by the
-median. The stream is processed with a one-frame look-ahead.
+median. And where a frame's most likely location fails but another location that passes the detector's tests on
+its own (an *alternative*, :attr:`Scored.alternatives`) continues a character kept in the neighbouring frame (IoU
+:data:`LINK_IOU` or more), that location is kept: the track, not the single frame, says where the character is (a
+statue beside Sintel at 19 s of ``sintel_26s.mp4`` outranks her in that frame, while her box links to the next
+second's). The stream is processed with a look-ahead of ``window - 1`` frames.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,6 +38,9 @@ class Scored:
     frame: SampledFrame
     candidates: list[Detection]
     shot: int
+    alternatives: list[Detection] = field(default_factory=list)
+    """Further locations of a character that passed the detector's tests in this frame after its most likely one
+    (``LocalDetector.last_alternatives``); kept only where they continue a neighbouring frame's kept detection."""
 
 
 def _best(candidates: list[Detection]) -> dict[str, float]:
@@ -66,9 +73,15 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
     sampled frames of the same shot (or, where the character's boxes link to neighbours' by IoU
     :data:`LINK_IOU`, the mean along the link if higher), and keep those at or above ``min_score``.
 
+    A character with no kept detection in a frame is kept at one of the frame's :attr:`Scored.alternatives` that
+    scores at least ``min_score`` itself and links (IoU :data:`LINK_IOU` or more) to that character's kept
+    detection in the previous or the next sampled frame of the shot; its score is the mean of the two (Seq-NMS
+    rescoring along the link).
+
     Yields, in input order, ``(frame, kept detections, raw best score per character)``; a kept
     detection's ``score`` is the smoothed score of its character (the best one) or, for further
-    detections of the same character, its own score capped by the smoothed one.
+    detections of the same character, its own score capped by the smoothed one. The raw scores are those of
+    ``candidates`` only.
 
     Raises:
         ValueError: ``window`` is not an odd number >= 1.
@@ -79,8 +92,12 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
     buffer: list[Scored] = []  # items from global index `offset` on
     offset = 0
     next_out = 0
+    smoothed_cache: dict[int, list[Detection]] = {}  # global index -> detections kept by smoothing alone
+    previous: tuple[Scored, list[Detection]] | None = None  # the last item yielded, with what it kept
 
-    def finish(g: int) -> tuple[SampledFrame, list[Detection], dict[str, float]]:
+    def smoothed(g: int) -> list[Detection]:
+        if g in smoothed_cache:
+            return smoothed_cache[g]
         i = g - offset
         item = buffer[i]
         raw = _best(item.candidates)
@@ -91,20 +108,50 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
             values = [_best(n.candidates).get(name, 0.0) for n in neighbours]
             if 1 < len(values) < window:  # at a shot edge: pad with the lowest value (precision first)
                 values += [min(values)] * (window - len(values))
-            smoothed = float(np.median(values)) if len(values) > 1 else own
+            score = float(np.median(values)) if len(values) > 1 else own
             linked = _linked_scores(item, neighbours, name)
             if linked:  # followed through the shot: the mean along the track (Seq-NMS rescoring)
-                smoothed = max(smoothed, float(np.mean([own] + linked)))
+                score = max(score, float(np.mean([own] + linked)))
             for d in sorted((d for d in item.candidates if d.character == name), key=lambda d: -d.score):
-                score = smoothed if d.score == own else min(float(d.score), smoothed)
-                if score >= min_score:
-                    kept.append(replace(d, score=round(score, 4)))
-        return item.frame, kept, raw
+                capped = score if d.score == own else min(float(d.score), score)
+                if capped >= min_score:
+                    kept.append(replace(d, score=round(capped, 4)))
+        smoothed_cache[g] = kept
+        return kept
 
+    def continued(item: Scored, kept: list[Detection], tracks: list[Detection]) -> list[Detection]:
+        """Alternatives of ``item`` that continue ``tracks`` (neighbours' kept detections) for characters ``kept``
+        lacks."""
+        out: list[Detection] = []
+        have = {d.character for d in kept}
+        for alt in sorted(item.alternatives, key=lambda d: -d.score):
+            if alt.character in have or alt.score < min_score:
+                continue
+            links = [t for t in tracks if t.character == alt.character and iou(t.bbox, alt.bbox) >= LINK_IOU]
+            if links:
+                best = max(links, key=lambda t: t.score)
+                out.append(replace(alt, score=round((float(alt.score) + float(best.score)) / 2, 4)))
+                have.add(alt.character)
+        return out
+
+    def finish(g: int) -> tuple[SampledFrame, list[Detection], dict[str, float]]:
+        nonlocal previous
+        item = buffer[g - offset]
+        kept = list(smoothed(g))
+        if item.alternatives:
+            tracks = list(previous[1]) if previous is not None and previous[0].shot == item.shot else []
+            if g + 1 - offset < len(buffer) and buffer[g + 1 - offset].shot == item.shot:
+                tracks += smoothed(g + 1)
+            kept += continued(item, kept, tracks)
+        previous = (item, kept)
+        smoothed_cache.pop(g, None)
+        return item.frame, kept, _best(item.candidates)
+
+    lookahead = 2 * half  # frame g+1's smoothing needs g+1+half
     for item in items:
         buffer.append(item)
         last = offset + len(buffer) - 1
-        while next_out + half <= last:
+        while next_out + lookahead <= last:
             yield finish(next_out)
             next_out += 1
             drop = (next_out - half) - offset

@@ -23,6 +23,10 @@ from steps.manifests import validate_training_manifest
 # side (media README): allow a larger upscale than the default for them.
 LOW_RES_CONFIG = "crops:\n  max_upscale: 4.0\n"
 
+MIN_PER_SECOND = {"sintel": (0.92, 1.0), "bunny": (1.0, 0.88)}
+"""Per-second (precision, recall) floors: the figures the README claims (Sintel 0.923 and 1.000, the bunny 1.000
+and 0.889), to be raised with it."""
+
 
 def per_second_scores(frames_jsonl: Path, character: str, label: dict, fps: float) -> dict:
     """Precision and recall of `character` per labelled second (frame index round(t * fps))."""
@@ -62,7 +66,8 @@ def test_detection_precision_and_recall_per_second(media, labels, tmp_path, caps
         print(f"\n[detection] {clip} / {character}: precision {scores['precision']:.3f}, recall "
               f"{scores['recall']:.3f} (tp {scores['tp']}, fp {scores['fp']} at {scores['false_positive_seconds']}, "
               f"fn {scores['fn']} at {scores['missed_seconds']}); prepare exit {code} in {elapsed:.0f} s")
-    assert scores["precision"] >= 0.8 and scores["recall"] >= 0.7, scores
+    floor_precision, floor_recall = MIN_PER_SECOND[character]
+    assert scores["precision"] >= floor_precision and scores["recall"] >= floor_recall, scores
     assert code == 0
     # Background windows for Evaluate's calibration: only from seconds where the character is not on screen.
     windows = sorted((out / "calibration" / "_background").glob("*.png"))
