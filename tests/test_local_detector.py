@@ -10,8 +10,15 @@ from PIL import Image
 
 from core.config import load_config
 from core.embeddings import ColorTextureDescriptor
-from steps.local_detector import (CharacterModel, ColourModel, LocalDetector, _hsv_hist, character_extent, focus_factor,
-                                  foreground_mask)
+from steps.local_detector import (
+    CharacterModel,
+    ColourModel,
+    LocalDetector,
+    _hsv_hist,
+    character_extent,
+    focus_factor,
+    foreground_mask,
+)
 from steps.records import Detection, SampledFrame
 from steps.references import read_video_frame
 from steps.temporal import Scored, smooth_in_shots
