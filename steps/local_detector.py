@@ -30,7 +30,7 @@ One classifier is trained from the characters' reference images and from the vid
    ``min_colour_similarity``); where it fails, the next most likely locations are tried.
 
 The classifier learns what separates the characters from *this* film's backgrounds. It needs no network
-and no weights; on 2 cores it trains in 12 to 13 s and scores a frame in 0.12 to 0.16 s
+and no weights; on 2 cores it trains in 12.5 to 14 s and scores a frame in 0.12 to 0.16 s
 (``bench/bench_detection.py``), and it is weaker on characters seen from angles the references do not show.
 """
 
