@@ -398,7 +398,8 @@ class LocalDetector:
            trunk or a rock of one of its colours does not. Where the most likely location fails these tests, the
            next ones (up to :data:`LOCATIONS_TRIED` more, in order of likelihood) are tried, and the first that
            passes is kept (the bunny seen from below at 12 s of ``bbb_30s.mp4``: the most likely box takes in the
-           sky and fails the colour test, the next one holds him).
+           sky and fails the colour test, the next one holds him). Further locations that pass are left in
+           :attr:`last_alternatives`, for temporal linking to follow a character there (:mod:`steps.temporal`).
 
         Raises:
             RuntimeError: :meth:`fit` has not been called.
