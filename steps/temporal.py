@@ -93,7 +93,7 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
     offset = 0
     next_out = 0
     smoothed_cache: dict[int, list[Detection]] = {}  # global index -> detections kept by smoothing alone
-    previous: tuple[Scored, list[Detection]] | None = None  # the last item yielded, with what it kept
+    previous: tuple[int, list[Detection]] | None = None  # shot of the last frame yielded, and what it kept
 
     def smoothed(g: int) -> list[Detection]:
         if g in smoothed_cache:
@@ -139,11 +139,11 @@ def smooth_in_shots(items: Iterable[Scored], min_score: float,
         item = buffer[g - offset]
         kept = list(smoothed(g))
         if item.alternatives:
-            tracks = list(previous[1]) if previous is not None and previous[0].shot == item.shot else []
+            tracks = list(previous[1]) if previous is not None and previous[0] == item.shot else []
             if g + 1 - offset < len(buffer) and buffer[g + 1 - offset].shot == item.shot:
                 tracks += smoothed(g + 1)
             kept += continued(item, kept, tracks)
-        previous = (item, kept)
+        previous = (item.shot, kept)
         smoothed_cache.pop(g, None)
         return item.frame, kept, _best(item.candidates)
 

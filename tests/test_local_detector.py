@@ -183,10 +183,13 @@ def test_foreground_mask_depends_on_the_image_alone(media):
 
 
 # -- 6. smooth_in_shots: linking through the shot -------------------------------------------------------------
-def _items(dets: list[tuple[float, tuple[int, int, int, int]]], shots: list[int]):
+def _items(dets: list[tuple[float, tuple[int, int, int, int]]], shots: list[int], alternatives=None):
+    """``Scored`` items of one character, ``"hero"``: a candidate ``(score, box)`` per frame and, optionally, a
+    list of alternatives ``(score, box)`` per frame."""
     for i, ((score, box), shot) in enumerate(zip(dets, shots)):
         frame = SampledFrame("v.mp4", i, float(i), np.zeros((2, 2, 3), np.uint8), (0, 0, 640, 360), shot=shot)
-        yield Scored(frame, [Detection("hero", box, score)], shot)
+        alts = [Detection("hero", b, s) for s, b in alternatives[i]] if alternatives else []
+        yield Scored(frame, [Detection("hero", box, score)], shot, alts)
 
 
 def _kept(dets, shots, min_score=0.5) -> dict[int, list[float]]:
@@ -194,12 +197,8 @@ def _kept(dets, shots, min_score=0.5) -> dict[int, list[float]]:
 
 
 def _kept_with_alternatives(primary, alternatives, shots, min_score=0.5) -> dict[int, list[tuple]]:
-    """``smooth_in_shots`` over frames with a primary candidate and alternatives, each ``(score, box)``; kept
-    detections as ``(box, score)`` per frame."""
-    items = []
-    for i, ((score, box), alts, shot) in enumerate(zip(primary, alternatives, shots)):
-        frame = SampledFrame("v.mp4", i, float(i), np.zeros((2, 2, 3), np.uint8), (0, 0, 640, 360), shot=shot)
-        items.append(Scored(frame, [Detection("hero", box, score)], shot, [Detection("hero", b, s) for s, b in alts]))
+    """Kept detections as ``(box, score)`` per frame, for frames with a candidate and alternatives (:func:`_items`)."""
+    items = _items(primary, shots, alternatives)
     return {f.frame_index: [(d.bbox, d.score) for d in kept] for f, kept, _ in smooth_in_shots(items, min_score)}
 
 
