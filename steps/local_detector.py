@@ -328,8 +328,10 @@ class LocalDetector:
         for k, m in enumerate(mined):
             order = np.argsort(similarity[k])
             idx = order[: int(len(order) * 0.9)][: cfg.negatives_per_frame]
-            shares = np.hstack([_window_shares(colours[n].likely_map(m.frame.image), [m.windows[i] for i in idx])
-                                for n in names])
+            index, bright = _hsv_index(m.frame.image)  # once per frame, shared by every character's colour model
+            picked = [m.windows[i] for i in idx]
+            shares = np.hstack([_window_shares((colours[n].pixel_llr(index, bright) > LLR_THRESHOLD).astype(np.float32),
+                                               picked) for n in names])
             neg_parts.append(np.hstack([m.desc[idx], shares]))
         negatives = np.vstack(neg_parts)
         X = [negatives]
