@@ -6,7 +6,7 @@ quantization allowed), as written by ``tensorflowjs_converter`` ("TensorFlow.js 
 :class:`TfjsGraphModel` runs the part of the graph that a requested output depends on, for one image at a time, in
 NumPy: the convolutional layers of a mobile network are a few dozen matrix products, so this needs no deep-learning
 framework in the processing image (TensorFlow with ``tensorflowjs`` and ``tf2onnx`` would be several hundred MB for
-the fifteen operations below).
+the fifteen operations below). Depthwise convolutions go through OpenCV's ``filter2D``, one channel at a time.
 
 Supported operations, with TensorFlow's semantics (NHWC data, ``SAME`` padding split as TensorFlow splits it, the
 extra row or column after; legacy ``ResizeBilinear`` without half-pixel centres): ``Const``, ``Placeholder``,
@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from core.errors import InputError
@@ -87,15 +88,24 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: s
 
 def depthwise_conv2d(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int], padding: str) -> np.ndarray:
     """TensorFlow ``DepthwiseConv2dNative`` of a ``(C, H, W)`` image with a ``(KH, KW, C, M)`` kernel; returns
-    ``(C * M, OH, OW)``, output channel ``c * M + m`` as TensorFlow orders them."""
+    ``(C * M, OH, OW)``, output channel ``c * M + m`` as TensorFlow orders them.
+
+    Each channel is correlated by OpenCV's ``filter2D`` (as TensorFlow, a correlation, not a flipped convolution) on
+    the padded input; the valid part is kept, then every ``stride``-th pixel."""
     kh, kw, c, m = kernel.shape
     sh, sw = strides
-    x = _pad(x, kh, kw, sh, sw, padding)
-    out = None
-    for i, j, part in _windows(x, kh, kw, sh, sw):
-        term = part[:, None] * kernel[i, j][:, :, None, None]
-        out = term if out is None else out + term
-    return out.reshape(c * m, *out.shape[2:])
+    x = np.ascontiguousarray(_pad(x, kh, kw, sh, sw, padding), dtype=np.float32)
+    vh, vw = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    oh, ow = (vh - 1) // sh + 1, (vw - 1) // sw + 1
+    out = np.empty((c * m, oh, ow), np.float32)
+    anchor = (kw // 2, kh // 2)
+    rows, cols = slice(kh // 2, kh // 2 + vh, sh), slice(kw // 2, kw // 2 + vw, sw)
+    for ci in range(c):
+        for mi in range(m):
+            full = cv2.filter2D(x[ci], cv2.CV_32F, np.ascontiguousarray(kernel[:, :, ci, mi], dtype=np.float32),
+                                anchor=anchor, borderType=cv2.BORDER_CONSTANT)
+            out[ci * m + mi] = full[rows, cols]
+    return out
 
 
 def resize_bilinear(x: np.ndarray, size: Sequence[int], align_corners: bool = False,
