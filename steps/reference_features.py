@@ -33,8 +33,9 @@ BACKGROUND_SHARE = 0.1
 CONTRAST_THRESHOLD = 0.1
 """Contrast (a difference of cosine similarities, in [-2, 2]) at or above which a cell counts as the character's in
 :func:`extend_to_feature_regions`. Measured on every second of the dev clips (each frame's crop judged against
-``boxes.json``): 0.07 and 0.10 give the same verdicts, all 25 bunny crops correct; at 0.13 two of the four
-close-ups (21 and 26 s) stay cut. Sintel's verdicts do not move between 0.07 and 0.13."""
+``boxes.json``): 0.07, 0.10 and 0.13 give the same verdicts, all 25 bunny crops correct (with the backbone's input
+at 512 px instead of :data:`core.feature_backbone.LONG_SIDE`, 0.13 leaves two of the four close-ups cut). Sintel's
+verdicts do not move between 0.07 and 0.13."""
 MIN_REGION_SHARE = 0.03
 """Smallest region, as a share of the picture, that :func:`extend_to_feature_regions` adds to a box."""
 
