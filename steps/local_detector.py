@@ -1,4 +1,4 @@
-"""Offline character detection with no downloaded weights: a detector trained at run time.
+"""Offline character detection: a detector trained at run time, with a pretrained backbone from an npm package.
 
 One classifier is trained from the characters' reference images and from the video itself:
 
@@ -33,9 +33,10 @@ One classifier is trained from the characters' reference images and from the vid
    backgrounds and the other characters (:mod:`steps.reference_features`): parts of the character that colour
    misses, such as fur in shade. This changes boxes only, never which detections are kept.
 
-The classifier learns what separates the characters from *this* film's backgrounds. It needs no network
-and no weights; on 2 cores it trains in 12.5 to 14 s and scores a frame in 0.12 to 0.16 s
-(``bench/bench_detection.py``), and it is weaker on characters seen from angles the references do not show.
+The classifier learns what separates the characters from *this* film's backgrounds. It needs no network and no
+weights (the backbone of step 6 is optional: ``detection.feature_model``); on 2 cores it trains in 13 to 15 s and
+scores a frame in 0.15 to 0.18 s, of which the backbone's features about 0.04 s (``bench/bench_detection.py``), and
+it is weaker on characters seen from angles the references do not show.
 """
 
 from __future__ import annotations
