@@ -33,8 +33,8 @@ One classifier is trained from the characters' reference images and from the vid
    backgrounds and the other characters (:mod:`steps.reference_features`): parts of the character that colour
    misses, such as fur in shade. This changes boxes only, never which detections are kept.
 
-The classifier learns what separates the characters from *this* film's backgrounds. It needs no network and no
-weights (the backbone of step 6 is optional: ``detection.feature_model``); on 2 cores it trains in 13 to 15 s and
+The classifier learns what separates the characters from *this* film's backgrounds. Without the backbone of step 6
+(optional: ``detection.feature_model``) it needs no weights at all; on 2 cores it trains in 13 to 15 s and
 scores a frame in 0.15 to 0.18 s, of which the backbone's features about 0.04 s (``bench/bench_detection.py``), and
 it is weaker on characters seen from angles the references do not show.
 """
@@ -426,7 +426,7 @@ class LocalDetector:
         floor = self.config.min_score if min_score is None else min_score
         windows = np.asarray(scored.windows, dtype=np.intp).reshape(-1, 4)
         position = {box: i for i, box in enumerate(scored.windows)}
-        contrast: dict[str, np.ndarray] | None = None  # computed once, for the first frame with a kept box
+        contrast: dict[str, np.ndarray] | None = None  # this frame's maps, made when a first box is kept
         for name, where in scored.probability.items():
             rivals = [scored.probability[o] for o in scored.probability if o != name]
             best_rival = np.max(rivals, axis=0) if rivals else np.zeros_like(where)
