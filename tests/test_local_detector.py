@@ -280,6 +280,40 @@ def test_local_detector_finds_the_bunny_whole_and_no_sintel_in_big_buck_bunny(me
         assert not [d for d in detector.detect(frame, min_score=0.0) if d.character == "sintel"]
 
 
+def test_the_feature_backbone_frames_the_shaded_close_ups_and_changes_nothing_else(media, boxes, feature_model):
+    """At 20 and 27 s of bbb_30s.mp4 the bunny's face is in blue shade: without the backbone the box holds his lit
+    cheek and hand, with it his head. On every frame the backbone keeps the same detections with the same scores,
+    and each box contains the box found without it."""
+    from core.feature_backbone import FeatureBackbone
+
+    config = load_config("examples/shared_media/pipeline.yaml")
+    detection = config.detection.model_copy(update={"mining_frames": 20, "augmentations_per_reference": 10,
+                                                    "copy_paste": 30})
+    sampling = config.sampling.model_copy(update={"mode": "interval", "every_s": 1.0, "max_frames": 40})
+    frames = list(sample_frames(media / "clips" / "bbb_30s.mp4", sampling, progress=False))
+    references = {name: [np.asarray(Image.open(p).convert("RGB"))
+                         for p in sorted((media / "references" / name).glob("*.png"))] for name in ("bunny", "sintel")}
+    detector = LocalDetector(references, detection, FeatureBackbone(feature_model))
+    detector.fit([frames[i] for i in np.linspace(0, len(frames) - 1, 20).round().astype(int)])
+    features = detector.features
+    head_share = {}
+    for frame in frames:
+        detector.features = None
+        plain = detector.detect(frame)
+        detector.features = features
+        widened = detector.detect(frame)
+        assert [(d.character, d.score) for d in widened] == [(d.character, d.score) for d in plain]
+        for a, b in zip(plain, widened):
+            assert _covered(b.bbox, a.bbox) == 1.0, (a, b)
+        second = round(frame.timestamp_s)
+        if second in (20, 27) and widened:
+            head = boxes["clips"]["clips/bbb_30s.mp4"]["frames"][str(second)]["bunny"]["head"]
+            head_share[second] = (_covered(plain[0].bbox, head), _covered(widened[0].bbox, head))
+    print(f"bunny's head inside the box (without, with the backbone): {head_share}")
+    assert set(head_share) == {20, 27}
+    assert all(with_ >= 0.9 and with_ > without + 0.2 for without, with_ in head_share.values()), head_share
+
+
 @pytest.mark.parametrize("classes", [2, 3])
 def test_predict_proba_without_copying_matches_scikit_learn(classes):
     from sklearn.linear_model import LogisticRegression
