@@ -171,8 +171,7 @@ class TfjsGraphModel:
         self.path = path
         self.nodes = {n["name"]: n for n in spec["modelTopology"]["node"]}
         self.constants = self._read_weights(spec.get("weightsManifest", []), path.parent)
-        self.inputs = {name: n for name, n in self.nodes.items() if n["op"] == "Placeholder"}
-        self._prepared: dict[str, np.ndarray] = {}
+        self._plans: dict[tuple[str, ...], list[str]] = {}  # outputs -> the nodes to run, in order
 
     def _read_weights(self, manifest: list[dict], folder: Path) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -200,7 +199,11 @@ class TfjsGraphModel:
         return out
 
     def _needed(self, outputs: Sequence[str]) -> list[str]:
-        """The nodes the outputs depend on, in an order where each comes after its inputs."""
+        """The nodes the outputs depend on, in an order where each comes after its inputs (worked out once per set
+        of outputs: a frame's run repeats it)."""
+        key = tuple(outputs)
+        if key in self._plans:
+            return self._plans[key]
         order: list[str] = []
         state: dict[str, int] = {}
         for root in outputs:
@@ -218,6 +221,7 @@ class TfjsGraphModel:
                 state[name] = 1
                 stack.append((name, True))
                 stack.extend((src, False) for src in self._inputs_of(name) if not state.get(src))
+        self._plans[key] = order
         return order
 
     def _inputs_of(self, name: str) -> list[str]:
@@ -306,7 +310,8 @@ class TfjsGraphModel:
                                _attr_str(attr, "padding"))
             else:
                 raise NotImplementedError(f"{name}: operation {op} is not supported by core.tfjs_graph")
-            values[name] = np.asarray(out, dtype=np.float32) if np.asarray(out).dtype.kind == "f" else out
+            out = np.asarray(out)
+            values[name] = out.astype(np.float32, copy=False) if out.dtype.kind == "f" else out
             if any(s in layout for s in srcs) and np.ndim(out) == 3:
                 layout.add(name)
         return {o: np.transpose(values[o], (1, 2, 0)) if o in layout else values[o] for o in outputs}

@@ -75,6 +75,15 @@ def clip_box(box: BBox, bounds: BBox) -> BBox | None:
     return (x0, y0, x1 - x0, y1 - y0)
 
 
+def neighbourhood(box: BBox, bounds: BBox, grow_x: float, grow_y: float) -> tuple[int, int, int, int]:
+    """Corners ``(x0, y0, x1, y1)`` of ``box`` ``(x, y, w, h)`` grown by ``grow_x`` x its width on the left and right
+    and ``grow_y`` x its height above and below, inside ``bounds`` ``(x, y, w, h)``; all in pixels."""
+    x, y, w, h = (int(v) for v in box)
+    bx, by, bw, bh = (int(v) for v in bounds)
+    return (max(bx, int(x - grow_x * w)), max(by, int(y - grow_y * h)),
+            min(bx + bw, int(x + w + grow_x * w)), min(by + bh, int(y + h + grow_y * h)))
+
+
 def ratio_box_to_pixels(left: float, top: float, width: float, height: float, region: BBox) -> BBox | None:
     """Convert a box given as ratios of ``region`` (the AWS ``BoundingBox`` convention) to pixels.
 

@@ -51,7 +51,7 @@ from sklearn.linear_model import LogisticRegression
 
 from core.config import DetectionConfig
 from core.feature_backbone import FeatureBackbone
-from steps.boxes import iou, nms
+from steps.boxes import iou, neighbourhood, nms
 from steps.records import BBox, Detection, SampledFrame
 from steps.reference_features import ReferenceContrast, extend_to_feature_regions
 from steps.window_descriptor import WindowDescriptor
@@ -524,9 +524,7 @@ def character_extent(box: BBox, likely: np.ndarray, content: BBox, grow_x: float
     region overlaps it, the box is returned unchanged.
     """
     x, y, w, h = (int(v) for v in box)
-    cx, cy, cw, ch = (int(v) for v in content)
-    x0, y0 = max(cx, int(x - grow_x * w)), max(cy, int(y - grow_y * h))
-    x1, y1 = min(cx + cw, int(x + w + grow_x * w)), min(cy + ch, int(y + h + grow_y * h))
+    x0, y0, x1, y1 = neighbourhood(box, content, grow_x, grow_y)
     roi = (likely[y0:y1, x0:x1] > 0).astype(np.uint8)
     if roi.size == 0:
         return box

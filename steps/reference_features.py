@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from core.feature_backbone import FeatureBackbone
+from steps.boxes import clip_box, neighbourhood
 from steps.records import BBox
 
 NEIGHBOURS = 5
@@ -134,18 +135,15 @@ def extend_to_feature_regions(box: BBox, contrast: np.ndarray, content: BBox, gr
         content: ``(x, y, w, h)``, the picture inside letterbox bars.
     """
     x, y, w, h = (int(v) for v in box)
-    cx, cy, cw, ch = (int(v) for v in content)
-    x0, y0 = max(cx, int(x - grow_x * w)), max(cy, int(y - grow_y * h))
-    x1, y1 = min(cx + cw, int(x + w + grow_x * w)), min(cy + ch, int(y + h + grow_y * h))
+    x0, y0, x1, y1 = neighbourhood(box, content, grow_x, grow_y)
     n, labels, stats, _ = cv2.connectedComponentsWithStats((contrast >= threshold).astype(np.uint8), connectivity=8)
     near = np.bincount(labels[y0:y1, x0:x1].ravel(), minlength=n)
-    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_share * cw * ch and near[i] > 0]
+    area = min_share * float(content[2]) * float(content[3])
+    keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= area and near[i] > 0]
     if not keep:
         return box
     left = min([x] + [int(stats[i, 0]) for i in keep])
     top = min([y] + [int(stats[i, 1]) for i in keep])
     right = max([x + w] + [int(stats[i, 0] + stats[i, 2]) for i in keep])
     bottom = max([y + h] + [int(stats[i, 1] + stats[i, 3]) for i in keep])
-    left, top = max(left, cx), max(top, cy)
-    right, bottom = min(right, cx + cw), min(bottom, cy + ch)
-    return (left, top, right - left, bottom - top)
+    return clip_box((left, top, right - left, bottom - top), content) or box
